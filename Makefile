@@ -1,0 +1,40 @@
+# The README's commands. Every target builds .venv first if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAMPLE := data/sample
+export DAGSTER_HOME := $(CURDIR)
+
+.PHONY: setup demo test lint dev serve bench clean
+
+$(BIN)/dagster: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned to the CPU build, so nothing pulls a CUDA build
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt torch
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/dagster
+
+$(SAMPLE)/README.json: | $(BIN)/dagster
+	$(BIN)/python -m imgsearch_pipeline.sample_data $(SAMPLE) --images 2000 --shards 2
+
+# The whole pipeline on the sample data with the embedded backends.
+demo: $(BIN)/dagster $(SAMPLE)/README.json
+	IMGSEARCH_EMBEDDER=color-texture IMGSEARCH_DATASET=$(SAMPLE) \
+	  $(BIN)/dagster asset materialize --select '*' -m imgsearch_pipeline -c config/demo.yaml
+	@echo; echo "Recall report: var/tables/reports/recall_report.md"; echo
+	@cat var/tables/reports/recall_report.md
+
+test: $(BIN)/dagster
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/dagster
+	$(BIN)/ruff check .
+
+dev: $(BIN)/dagster
+	IMGSEARCH_EMBEDDER=color-texture IMGSEARCH_DATASET=$(SAMPLE) $(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf var data

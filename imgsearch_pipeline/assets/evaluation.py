@@ -1,0 +1,148 @@
+"""Stages 6-7: exact-KNN ground truth and the recall report of the built index."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from ..artifacts import EmbeddingSet, GroundTruth, IndexBuild, PostsTable
+from ..core.evaluation import evaluate_queries, summarise
+from ..core.knn import exact_knn
+from ..core.posts_table import uuids_of_split
+from ..core.progress import Progress
+from ..core.report import latency_figure_png, png_markdown, report_markdown
+from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
+from ..core.vectors import read_vectors
+from ..resources.storage import TableStore
+from ..resources.vector_index import VectorIndex
+
+
+class GroundTruthConfig(dg.Config):
+    k: int = Field(100, gt=0, description="Neighbours kept per query (reports use up to k).")
+    batch_size: int = Field(1024, gt=0, description="Queries per matrix product.")
+
+
+@dg.asset(group_name="evaluation", kinds={"numpy", "parquet"})
+def ground_truth(
+    context: dg.AssetExecutionContext,
+    config: GroundTruthConfig,
+    image_embeddings: EmbeddingSet,
+    posts: PostsTable,
+    tables: TableStore,
+) -> dg.Output[GroundTruth]:
+    """Exact top-k train neighbours of every test query, by batched matrix products."""
+    corpus_ids, corpus = read_vectors(image_embeddings.folder, uuids_of_split(posts.path, "train"))
+    query_ids, queries = read_vectors(image_embeddings.folder, uuids_of_split(posts.path, "test"))
+    progress = Progress("queries answered exactly", len(query_ids), context.log.info)
+    neighbours: list[list[str]] = []
+    scores: list[list[float]] = []
+    ids = np.asarray(corpus_ids, dtype=object)
+    if len(query_ids) and len(corpus_ids):
+        for _, indices, block_scores in exact_knn(queries, corpus, config.k, config.batch_size):
+            neighbours += [list(ids[row]) for row in indices]
+            scores += block_scores.tolist()
+            progress.advance(len(indices))
+    else:
+        neighbours = [[] for _ in query_ids]
+        scores = [[] for _ in query_ids]
+    context.log.info(progress.summary())
+    table = pa.table({"query": query_ids, "neighbours": neighbours,
+                      "scores": pa.array(scores, pa.list_(pa.float32()))})
+    path = write_table_atomic(table, tables.path("ground_truth.parquet"))
+    value = GroundTruth(str(path), config.k, len(query_ids), len(corpus_ids))
+    return dg.Output(value, metadata={
+        "queries": len(query_ids),
+        "corpus": len(corpus_ids),
+        "k": config.k,
+        "seconds": round(progress.elapsed_s(), 2),
+        "path": dg.MetadataValue.path(str(path)),
+    })
+
+
+class RecallReportConfig(dg.Config):
+    k: int = Field(10, gt=0, description="Recall@k and the number of hits asked for.")
+    num_candidates: int = Field(64, gt=0, description="Candidates per search (HNSW ef).")
+    max_queries: int | None = Field(None, description="Evaluate only the first N queries.")
+
+
+@dg.asset(group_name="evaluation", kinds={"pandas"})
+def recall_report(
+    context: dg.AssetExecutionContext,
+    config: RecallReportConfig,
+    search_index: IndexBuild,
+    ground_truth: GroundTruth,
+    image_embeddings: EmbeddingSet,
+    posts: PostsTable,
+    vector_index: VectorIndex,
+    tables: TableStore,
+) -> dg.Output[dict]:
+    """Recall@k of the new index version against the exact answers, and both latencies."""
+    if config.k > ground_truth.k:
+        raise dg.Failure(f"k={config.k} exceeds the ground truth's k={ground_truth.k}")
+    if config.num_candidates < config.k:
+        raise dg.Failure(f"num_candidates={config.num_candidates} must be >= k={config.k}")
+    truth = pq.read_table(ground_truth.path).to_pydict()
+    query_ids = truth["query"][: config.max_queries]
+    expected = [n[: config.k] for n in truth["neighbours"][: config.max_queries]]
+    found_ids, queries = read_vectors(image_embeddings.folder, set(query_ids))
+    order = {u: i for i, u in enumerate(found_ids)}
+    queries = queries[[order[u] for u in query_ids]] if query_ids else queries
+    corpus_ids, corpus = read_vectors(image_embeddings.folder, uuids_of_split(posts.path, "train"))
+
+    progress = Progress("queries evaluated", len(query_ids), context.log.info)
+
+    def ann(vector: np.ndarray) -> list[str]:
+        return [h.uuid for h in vector_index.search(vector, config.k, config.num_candidates,
+                                                    version=search_index.version)]
+
+    results = evaluate_queries(queries, expected, ann, corpus, config.k,
+                               on_query=lambda: progress.advance(1))
+    context.log.info(progress.summary())
+
+    report = {
+        **summarise(results, config.k),
+        "num_candidates": config.num_candidates,
+        "indexed": search_index.count,
+        "ground_truth_corpus": ground_truth.corpus,
+        "index_version": search_index.version,
+        "index_params": search_index.params,
+        "model_id": image_embeddings.model_id,
+    }
+    folder = tables.path("reports")
+    per_query = pa.table({
+        "query": query_ids,
+        "recall": [r.recall for r in results],
+        "ann_ms": [r.ann_s * 1000 for r in results],
+        "exact_ms": [r.exact_s * 1000 for r in results],
+        "exact": expected,
+        "ann": [r.found for r in results],
+    })
+    write_table_atomic(per_query, folder / "recall_per_query.parquet")
+    write_text_atomic(json.dumps(report, indent=2), folder / "recall_report.json")
+    markdown = report_markdown(report)
+    write_text_atomic(markdown + "\n![latency](latency.png)\n", folder / "recall_report.md")
+    png = b""
+    if results:
+        png = latency_figure_png(np.array(per_query.column("ann_ms").to_pylist()),
+                                 np.array(per_query.column("exact_ms").to_pylist()))
+        with atomic_path(folder / "latency.png") as temporary:
+            temporary.write_bytes(png)
+    context.log.info(f"mean recall@{config.k} = {report['mean_recall']:.4f} over "
+                     f"{report['queries']} queries; report at {folder / 'recall_report.md'}")
+    ann_lat, exact_lat = report["ann_latency"], report["exact_latency"]
+    return dg.Output(report, metadata={
+        "mean_recall": dg.MetadataValue.float(report["mean_recall"]),
+        "k": config.k,
+        "queries": report["queries"],
+        "indexed": report["indexed"],
+        "ann_p50_ms": dg.MetadataValue.float(ann_lat["p50_ms"]),
+        "ann_p95_ms": dg.MetadataValue.float(ann_lat["p95_ms"]),
+        "exact_p50_ms": dg.MetadataValue.float(exact_lat["p50_ms"]),
+        "speedup_p50": dg.MetadataValue.float(report["speedup_p50"]),
+        "index_version": search_index.version,
+        "report": dg.MetadataValue.md(markdown + (png_markdown(png, "latency") if png else "")),
+        "report_path": dg.MetadataValue.path(str(folder / "recall_report.md")),
+    })

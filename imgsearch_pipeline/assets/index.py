@@ -1,0 +1,72 @@
+"""Stage 5: the search index, built as a new version, then published once it passes."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from ..artifacts import EmbeddingSet, IndexBuild, PostsTable
+from ..core.posts_table import display_fields, uuids_of_split
+from ..core.progress import Progress
+from ..core.vectors import iter_vectors
+from ..resources.vector_index import IndexBatch, VectorIndex
+
+
+def new_version(run_id: str) -> str:
+    """Sortable, unique per run: ``20261124t101500-1a2b3c4d``."""
+    return f"{datetime.now(UTC):%Y%m%dt%H%M%S}-{run_id[:8]}"
+
+
+@dg.asset(group_name="index", kinds={"elasticsearch"})
+def search_index(
+    context: dg.AssetExecutionContext,
+    image_embeddings: EmbeddingSet,
+    posts: PostsTable,
+    vector_index: VectorIndex,
+) -> dg.Output[IndexBuild]:
+    """A new index version holding the train embeddings; not live until ``live_index``."""
+    train = uuids_of_split(posts.path, "train")
+    fields = display_fields(posts.path)
+    version = new_version(context.run_id)
+    progress = Progress("vectors indexed", len(train), context.log.info)
+
+    def batches():
+        for uuids, matrix in iter_vectors(image_embeddings.folder, only=train):
+            yield IndexBatch(
+                ids=uuids,
+                vectors=matrix,
+                captions=[fields[u].get("caption") for u in uuids],
+                splits=["train"] * len(uuids),
+                shards=[str(fields[u].get("shard", "")) for u in uuids],
+            )
+            progress.advance(len(uuids))
+
+    count = vector_index.build(version, image_embeddings.dim, batches())
+    context.log.info(progress.summary())
+    value = IndexBuild(version, vector_index.backend, count, image_embeddings.dim,
+                       vector_index.params())
+    return dg.Output(value, metadata={
+        "version": version,
+        "backend": vector_index.backend,
+        "documents": count,
+        "dim": image_embeddings.dim,
+        "model_id": image_embeddings.model_id,
+        "params": dg.MetadataValue.json(vector_index.params()),
+        "build_s": round(progress.elapsed_s(), 2),
+    })
+
+
+@dg.asset(group_name="index", deps=["recall_report"], kinds={"elasticsearch"})
+def live_index(
+    context: dg.AssetExecutionContext, search_index: IndexBuild, vector_index: VectorIndex
+) -> dg.MaterializeResult:
+    """The version that searches use. Runs only after the recall report's gate passes."""
+    previous = vector_index.live_version()
+    vector_index.publish(search_index.version)
+    pruned = vector_index.prune()
+    context.log.info(f"live index: {previous} -> {search_index.version}; pruned {pruned}")
+    return dg.MaterializeResult(metadata={
+        "live_version": search_index.version,
+        "previous_version": str(previous),
+        "documents": search_index.count,
+        "pruned_versions": dg.MetadataValue.json(pruned),
+    })

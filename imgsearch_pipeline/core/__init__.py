@@ -1,0 +1,1 @@
+"""Pure logic of the pipeline: no Dagster, no I/O beyond what a function names."""

@@ -1,0 +1,58 @@
+"""The embedding loop: loading and preprocessing overlap with inference."""
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .images import ImageRejected
+
+
+@dataclass
+class EmbeddedBatch:
+    ids: list[str]
+    vectors: np.ndarray
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+
+
+def embed_in_batches(
+    ids: Sequence[str],
+    load_image: Callable[[str], Image.Image],
+    prepare: Callable[[list[Image.Image]], Any],
+    encode: Callable[[Any], np.ndarray],
+    batch_size: int,
+    workers: int = 4,
+    lookahead: int = 2,
+) -> Iterator[EmbeddedBatch]:
+    """Embed ``ids`` in order. Worker threads fetch, decode and ``prepare`` the next batches
+    while the caller's thread runs ``encode`` on the current one; at most
+    ``workers * lookahead`` batches are in memory. An image that fails to load is reported
+    in ``failures`` and skipped, never fatal to the run."""
+
+    def load_batch(chunk: Sequence[str]):
+        good_ids, images, failures = [], [], []
+        for item in chunk:
+            try:
+                images.append(load_image(item))
+                good_ids.append(item)
+            except ImageRejected as rejected:
+                failures.append((item, rejected.reason))
+            except (OSError, KeyError) as exc:
+                failures.append((item, f"could not read image: {exc}"))
+        return good_ids, (prepare(images) if images else None), failures
+
+    chunks = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed-loader") as pool:
+        pending: deque = deque()
+        next_chunk = 0
+        while pending or next_chunk < len(chunks):
+            while next_chunk < len(chunks) and len(pending) < workers * lookahead:
+                pending.append(pool.submit(load_batch, chunks[next_chunk]))
+                next_chunk += 1
+            good_ids, prepared, failures = pending.popleft().result()
+            vectors = encode(prepared) if good_ids else np.zeros((0, 0), dtype=np.float32)
+            yield EmbeddedBatch(good_ids, vectors, failures)

@@ -1,0 +1,68 @@
+"""Timing ANN against exact search, query by query, and summarising the recall."""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .knn import top_k
+from .recall import latency_summary, recall_at_k
+
+
+@dataclass
+class QueryResult:
+    recall: float
+    ann_s: float
+    exact_s: float
+    found: list[str]
+
+
+def exact_search(corpus: np.ndarray, vector: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k positions for one query (the baseline a person would write)."""
+    indices, _ = top_k((corpus @ vector).reshape(1, -1), k)
+    return indices[0]
+
+
+def evaluate_queries(
+    queries: np.ndarray,
+    truth: Sequence[Sequence[str]],
+    ann_search: Callable[[np.ndarray], list[str]],
+    corpus: np.ndarray,
+    k: int,
+    warmup: int = 5,
+    on_query: Callable[[], None] | None = None,
+) -> list[QueryResult]:
+    """Recall of ``ann_search`` against ``truth`` and both latencies, one query at a time."""
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    for vector in queries[:warmup]:
+        ann_search(vector)
+        exact_search(corpus, vector, k)
+    results = []
+    for vector, expected in zip(queries, truth, strict=True):
+        started = time.perf_counter()
+        found = ann_search(vector)
+        ann_s = time.perf_counter() - started
+        started = time.perf_counter()
+        exact_search(corpus, vector, k)
+        exact_s = time.perf_counter() - started
+        results.append(QueryResult(recall_at_k(expected, found, k), ann_s, exact_s, found))
+        if on_query:
+            on_query()
+    return results
+
+
+def summarise(results: Sequence[QueryResult], k: int) -> dict:
+    recalls = np.array([r.recall for r in results])
+    ann = latency_summary([r.ann_s for r in results])
+    exact = latency_summary([r.exact_s for r in results])
+    return {
+        "k": k,
+        "queries": len(results),
+        "mean_recall": float(recalls.mean()) if len(recalls) else float("nan"),
+        "min_recall": float(recalls.min()) if len(recalls) else float("nan"),
+        "queries_below_1": int((recalls < 1.0).sum()),
+        "ann_latency": ann,
+        "exact_latency": exact,
+        "speedup_p50": exact["p50_ms"] / ann["p50_ms"] if ann["p50_ms"] > 0 else float("nan"),
+    }

@@ -1,0 +1,71 @@
+"""Embedding tables: parquet parts of (uuid, split, model_id, vector)."""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .tables import read_parts
+
+
+def model_slug(model_id: str) -> str:
+    """A folder name for a model id (``google/siglip-...`` -> ``google_siglip-...``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("._") or "model"
+
+
+def vectors_table(uuids: list[str], splits: list[str], model_id: str, vectors: np.ndarray):
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    return pa.table({
+        "uuid": pa.array(uuids, pa.string()),
+        "split": pa.array(splits, pa.string()),
+        "model_id": pa.array([model_id] * len(uuids), pa.string()),
+        "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+    })
+
+
+def embedded_uuids(folder: str | Path) -> set[str]:
+    table = read_parts(folder, columns=["uuid"])
+    return set() if table is None else set(table.column("uuid").to_pylist())
+
+
+def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if len(column) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    dim = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+
+
+def iter_vectors(
+    folder: str | Path, only: set[str] | None = None
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(uuids, matrix) part by part, each uuid once, optionally only the uuids in ``only``."""
+    seen: set[str] = set()
+    for part in sorted(Path(folder).glob("part-*.parquet")):
+        table = pq.read_table(part, columns=["uuid", "vector"])
+        uuids = table.column("uuid").to_pylist()
+        keep = [i for i, u in enumerate(uuids)
+                if u not in seen and (only is None or u in only)]
+        if not keep:
+            continue
+        seen.update(uuids[i] for i in keep)
+        matrix = to_matrix(table.column("vector"))[keep]
+        yield [uuids[i] for i in keep], matrix
+
+
+def read_vectors(
+    folder: str | Path, only: set[str] | None = None
+) -> tuple[list[str], np.ndarray]:
+    ids: list[str] = []
+    blocks: list[np.ndarray] = []
+    for uuids, matrix in iter_vectors(folder, only):
+        ids += uuids
+        blocks.append(matrix)
+    if not blocks:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    return ids, np.concatenate(blocks)

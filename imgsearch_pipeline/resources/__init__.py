@@ -1,0 +1,1 @@
+"""Backends as Dagster resources, each behind one small interface."""

@@ -1,0 +1,36 @@
+"""Shared fixtures: generated datasets, a tiny SigLIP, and an isolated pipeline home."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from imgsearch_pipeline.sample_data import write_dataset  # noqa: E402
+
+from .tiny_models import save_tiny_siglip  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory) -> Path:
+    """300 images of 96x96 in 2 shards, with near-duplicate groups and exact copies."""
+    folder = tmp_path_factory.mktemp("sample")
+    write_dataset(folder, images=300, shards=2, size=96, seed=3, exact_duplicates=6,
+                  row_group_rows=64)
+    return folder / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory) -> Path:
+    return save_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
+
+
+@pytest.fixture
+def pipeline_home(tmp_path, monkeypatch) -> Path:
+    """A fresh IMGSEARCH_HOME for one test."""
+    home = tmp_path / "var"
+    monkeypatch.setenv("IMGSEARCH_HOME", str(home))
+    return home

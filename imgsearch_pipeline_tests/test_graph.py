@@ -1,0 +1,61 @@
+"""The whole asset graph, materialised in-process on a generated dataset."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from imgsearch_pipeline.core.recall import recall_at_k
+from imgsearch_pipeline.resources.vector_index import FaissHnswIndex
+
+from .pipeline import materialize_all, pipeline_resources
+
+
+def _recomputed_recall(home, k: int) -> float:
+    """Recall from the index's own answers and the ground truth, outside the pipeline."""
+    per_query = pq.read_table(home / "tables" / "reports" / "recall_per_query.parquet")
+    truth = pq.read_table(home / "tables" / "ground_truth.parquet").to_pydict()
+    exact = dict(zip(truth["query"], truth["neighbours"], strict=True))
+    return float(np.mean([
+        recall_at_k(exact[q][:k], ann, k)
+        for q, ann in zip(per_query.column("query").to_pylist(),
+                          per_query.column("ann").to_pylist(), strict=True)
+    ]))
+
+
+@pytest.mark.parametrize("embedder", ["color-texture", "siglip"])
+def test_whole_graph(embedder, sample_dataset, tiny_siglip, tmp_path):
+    home = tmp_path / "var"
+    resources = pipeline_resources(home, sample_dataset, embedder,
+                               model=str(tiny_siglip) if embedder == "siglip" else None)
+    result = materialize_all(resources)
+    assert result.success
+    report = result.output_for_node("recall_report")
+    posts = result.output_for_node("posts")
+    embeddings = result.output_for_node("image_embeddings")
+
+    assert posts.duplicates > 0  # the dataset holds exact copies: they collapse
+    assert posts.posts + posts.duplicates + posts.rejected == 300
+    assert embeddings.count == posts.posts
+    assert report["queries"] == posts.test
+    assert report["indexed"] == posts.train
+    assert report["mean_recall"] == pytest.approx(_recomputed_recall(home, report["k"]))
+    assert report["mean_recall"] >= 0.9
+    assert json.loads((home / "tables/reports/recall_report.json").read_text()) == report
+    index = FaissHnswIndex(root=str(home / "index"))
+    assert index.live_version() == report["index_version"]
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks and all(checks.values()), checks
+
+
+def test_rerun_reuses_objects_and_embeddings(sample_dataset, tmp_path):
+    home = tmp_path / "var"
+    resources = pipeline_resources(home, sample_dataset)
+    materialize_all(resources)
+    again = materialize_all(resources)
+    objects = again.output_for_node("image_objects")
+    assert objects.uploaded == 0 and objects.already_there == objects.stored
+    embeddings = again.asset_materializations_for_node("image_embeddings")[0].metadata
+    assert embeddings["embedded_now"].value == 0
+    assert embeddings["reused"].value == again.output_for_node("posts").posts
