@@ -2,8 +2,7 @@
 
 from pathlib import Path
 
-WORDS = ("a photo of red green blue yellow purple orange circle square triangle stripes "
-         "rings dots on background to cat dog").split()
+WORDS = ["a", "photo", "of", "red", "green", "blue", "yellow", "purple", "orange", "circle", "square", "triangle", "stripes", "rings", "dots", "on", "background", "to", "cat", "dog"]
 
 
 def save_tiny_siglip(folder: Path, image_size: int = 32, hidden: int = 32) -> Path:
