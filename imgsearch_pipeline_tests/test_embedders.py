@@ -1,0 +1,79 @@
+"""Embedders: the weight-free descriptor, the SigLIP path, and the overlapped loop."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from imgsearch_pipeline.core.embedding import embed_in_batches
+from imgsearch_pipeline.core.images import ImageRejected
+from imgsearch_pipeline.resources.embedders import (
+    ColorTextureEmbedder,
+    ModelUnavailableError,
+    SiglipEmbedder,
+    TextNotSupportedError,
+)
+from imgsearch_pipeline.sample_data import generate_rows
+
+
+def _pictures(n: int) -> list[Image.Image]:
+    import io
+
+    rows = generate_rows(n, size=64, seed=1, group_size=2, exact_duplicates=0)
+    return [Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB") for r in rows]
+
+
+def test_color_texture_vectors_are_unit_and_mirror_invariant():
+    model = ColorTextureEmbedder().load()
+    pictures = _pictures(6)
+    vectors = model.encode_images(pictures)
+    assert vectors.shape == (6, model.dim) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    mirrored = model.encode_images([ImageOps.mirror(p) for p in pictures])
+    assert np.min(np.sum(vectors * mirrored, axis=1)) > 0.999
+    with pytest.raises(TextNotSupportedError):
+        model.encode_text(["a red circle"])
+
+
+def test_tiny_siglip_matches_sentence_transformers_encode(tiny_siglip):
+    from sentence_transformers import SentenceTransformer
+
+    model = SiglipEmbedder(model_name=str(tiny_siglip), device="cpu").load()
+    pictures = _pictures(4)
+    ours = model.encode_images(pictures)
+    reference = SentenceTransformer(str(tiny_siglip), device="cpu").encode(
+        pictures, normalize_embeddings=True)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    text = model.encode_text(["a photo of a red circle"])
+    assert text.shape == (1, model.dim)
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+
+
+def test_missing_model_error_names_model_and_remedy(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = "example-org/model-that-is-not-here"
+    with pytest.raises(ModelUnavailableError) as error:
+        SiglipEmbedder(model_name=missing, device="cpu").load()
+    message = str(error.value)
+    assert missing in message and "IMGSEARCH_MODEL" in message and "cache" in message
+
+
+def test_embed_loop_keeps_order_and_reports_failures():
+    pictures = {f"id{i}": p for i, p in enumerate(_pictures(10))}
+
+    def load(item: str) -> Image.Image:
+        if item == "id3":
+            raise ImageRejected("corrupt image data")
+        if item == "id7":
+            raise KeyError(item)
+        return pictures[item]
+
+    model = ColorTextureEmbedder().load()
+    batches = list(embed_in_batches(list(pictures), load, model.prepare, model.encode,
+                                    batch_size=3, workers=2))
+    ids = [i for b in batches for i in b.ids]
+    failures = dict(f for b in batches for f in b.failures)
+    assert ids == [i for i in pictures if i not in ("id3", "id7")]
+    assert failures["id3"] == "corrupt image data" and "could not read" in failures["id7"]
+    vectors = np.concatenate([b.vectors for b in batches if b.ids])
+    np.testing.assert_allclose(vectors, model.encode_images([pictures[i] for i in ids]),
+                               atol=1e-6)
