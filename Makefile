@@ -20,10 +20,12 @@ setup: $(BIN)/dagster
 $(SAMPLE)/README.json: | $(BIN)/dagster
 	$(BIN)/python -m imgsearch_pipeline.sample_data $(SAMPLE) --images 2000 --shards 2
 
-# The whole pipeline on the sample data with the embedded backends.
+# The whole pipeline on the sample data with the embedded backends. The partition range
+# makes the one run cover all 16 embedding buckets (docs/operations.md).
 demo: $(BIN)/dagster $(SAMPLE)/README.json
 	IMGSEARCH_EMBEDDER=color-texture IMGSEARCH_DATASET=$(SAMPLE) \
-	  $(BIN)/dagster asset materialize --select '*' -m imgsearch_pipeline -c config/demo.yaml
+	  $(BIN)/dagster asset materialize --select '*' --partition-range 00...15 \
+	  -m imgsearch_pipeline -c config/demo.yaml
 	@echo; echo "Recall report: var/tables/reports/recall_report.md"; echo
 	@cat var/tables/reports/recall_report.md
 
@@ -35,6 +37,16 @@ lint: $(BIN)/dagster
 
 dev: $(BIN)/dagster
 	IMGSEARCH_EMBEDDER=color-texture IMGSEARCH_DATASET=$(SAMPLE) $(BIN)/dagster dev -w workspace.yaml
+
+# The search API and web page on the demo index (run `make demo` first): http://127.0.0.1:8000
+# No access log: text queries ride in the URL and are the user's own.
+serve: $(BIN)/dagster
+	IMGSEARCH_EMBEDDER=color-texture $(BIN)/uvicorn imgsearch_pipeline.api.app:app \
+	  --host $${HOST:-127.0.0.1} --port $${PORT:-8000} --no-access-log
+
+# Benchmarks at the prototype's scale (benchmarks/README.md); BENCH_ARGS=--quick for a short run.
+bench: $(BIN)/dagster
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf var data

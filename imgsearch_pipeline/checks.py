@@ -1,80 +1,164 @@
-"""Asset checks: the invariants each stage promises, and the recall gate before publishing."""
+"""Asset checks: the invariants each stage promises, and the recall gate before publishing.
+
+Blocking checks stop the rest of the run when they fail: nothing downstream of bad data is
+built, and ``live_index`` (the publish step) runs only after ``recall_meets_target`` passes,
+so a failed gate leaves the previous index live.
+"""
+
+from collections import Counter
+from pathlib import PurePosixPath
 
 import dagster as dg
 import numpy as np
 import pyarrow.parquet as pq
+from pydantic import Field
 
-from .artifacts import EmbeddingSet, IndexBuild, PostsTable
+from .artifacts import EmbeddingSet, ImageObjects, IndexBuild, PostsTable
 from .assets.embeddings import image_embeddings
 from .assets.evaluation import recall_report
+from .assets.images import image_objects
 from .assets.index import search_index
 from .assets.posts import posts
-from .core.posts_table import uuids_of_split
-from .core.vectors import read_vectors
+from .core.vectors import embedded_uuids, iter_vectors
+from .resources.object_store import ObjectStore
 from .resources.vector_index import VectorIndex
+
+NORM_TOLERANCE = 1e-3
 
 
 class RecallGateConfig(dg.Config):
-    target: float = 0.99
+    target: float = Field(0.99, description="Least mean recall@k for a new index to go live.")
 
 
-@dg.asset_check(asset=posts, description="No uuid is in both train and test.")
+@dg.asset_check(asset=posts, blocking=True, description="No uuid is in both train and test.")
 def split_is_disjoint(posts: PostsTable) -> dg.AssetCheckResult:
     table = pq.read_table(posts.path, columns=["uuid", "split"])
-    uuids = table.column("uuid").to_pylist()
-    overlap = uuids_of_split(posts.path, "train") & uuids_of_split(posts.path, "test")
+    splits: dict[str, set[str]] = {}
+    for u, split in zip(table.column("uuid").to_pylist(), table.column("split").to_pylist(),
+                        strict=True):
+        splits.setdefault(u, set()).add(split)
+    overlap = sum(1 for s in splits.values() if len(s) > 1)
+    duplicates = table.num_rows - len(splits)
+    unknown = sum(1 for s in splits.values() if not s <= {"train", "test"})
     return dg.AssetCheckResult(
-        passed=not overlap and len(uuids) == len(set(uuids)),
-        metadata={"overlap": len(overlap), "duplicate_uuids": len(uuids) - len(set(uuids))},
+        passed=overlap == 0 and duplicates == 0 and unknown == 0,
+        metadata={"overlap": overlap, "duplicate_uuids": duplicates, "unknown_split": unknown},
     )
 
 
-@dg.asset_check(asset=image_embeddings,
+def object_counts(post_keys: list[str], stored_keys: list[str]) -> dict[str, int]:
+    """Posts without their object, uuids stored under several keys, objects of no post."""
+    stored = set(stored_keys)
+    per_uuid = Counter(PurePosixPath(k).stem for k in stored)
+    post_uuids = {PurePosixPath(k).stem for k in post_keys}
+    return {
+        "posts": len(post_keys),
+        "objects": len(stored),
+        "missing": sum(1 for k in post_keys if k not in stored),
+        "several_objects": sum(1 for u in post_uuids if per_uuid.get(u, 0) > 1),
+        "orphans": sum(1 for u in per_uuid if u not in post_uuids),
+    }
+
+
+@dg.asset_check(asset=image_objects, blocking=True, additional_ins={"posts": dg.AssetIn("posts")},
+                description="Every post has exactly one stored image object (keys counted).")
+def one_object_per_post(
+    image_objects: ImageObjects, posts: PostsTable, object_store: ObjectStore
+) -> dg.AssetCheckResult:
+    keys = pq.read_table(posts.path, columns=["key"]).column("key").to_pylist()
+    counts = object_counts(keys, list(object_store.iter_keys("images/")))
+    # Orphans (objects of posts whose shard went away) are reported, not an error.
+    return dg.AssetCheckResult(
+        passed=counts["missing"] == 0 and counts["several_objects"] == 0, metadata=counts)
+
+
+def vector_stats(folder: str, dim: int) -> dict:
+    """Rows, dims, finiteness and worst norm error, part by part (memory: one part)."""
+    rows, finite, worst, dims = 0, True, 0.0, set()
+    for _, matrix in iter_vectors(folder):
+        rows += len(matrix)
+        dims.add(int(matrix.shape[1]))
+        ok = np.isfinite(matrix).all(axis=1)
+        finite = finite and bool(ok.all())
+        if ok.any():
+            worst = max(worst, float(np.abs(np.linalg.norm(matrix[ok], axis=1) - 1.0).max()))
+    return {"rows": rows, "dims": sorted(dims), "expected_dim": dim, "finite": finite,
+            "max_norm_error": worst,
+            "passed": rows > 0 and finite and worst < NORM_TOLERANCE and dims == {dim}}
+
+
+@dg.asset_check(asset=image_embeddings, blocking=True,
                 description="Vectors are finite, unit length, with the model's dims.")
 def embeddings_are_unit_vectors(image_embeddings: EmbeddingSet) -> dg.AssetCheckResult:
-    _, vectors = read_vectors(image_embeddings.folder)
-    if vectors.size == 0:
-        return dg.AssetCheckResult(passed=False, metadata={"rows": 0})
-    norms = np.linalg.norm(vectors, axis=1)
-    finite = bool(np.isfinite(vectors).all())
-    worst = float(np.abs(norms - 1.0).max())
-    return dg.AssetCheckResult(
-        passed=finite and worst < 1e-3 and vectors.shape[1] == image_embeddings.dim,
-        metadata={"rows": len(vectors), "dims": int(vectors.shape[1]), "finite": finite,
-                  "max_norm_error": worst},
-    )
+    stats = vector_stats(image_embeddings.folder, image_embeddings.dim)
+    passed = stats.pop("passed")
+    return dg.AssetCheckResult(passed=passed, metadata={
+        **stats, "dims": dg.MetadataValue.json(stats["dims"]),
+        "max_norm_error": dg.MetadataValue.float(stats["max_norm_error"])})
+
+
+@dg.asset_check(asset=image_embeddings, additional_ins={"posts": dg.AssetIn("posts")},
+                description="Every post has an embedding (warns: images that failed to load "
+                            "or buckets not run yet are left out of the index).")
+def embeddings_cover_posts(image_embeddings: EmbeddingSet, posts: PostsTable) -> dg.AssetCheckResult:
+    wanted = set(pq.read_table(posts.path, columns=["uuid"]).column("uuid").to_pylist())
+    missing = len(wanted - embedded_uuids(image_embeddings.folder))
+    return dg.AssetCheckResult(passed=missing == 0, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"posts": len(wanted), "missing": missing})
 
 
 @dg.asset_check(
     asset=search_index,
-    additional_ins={"posts": dg.AssetIn("posts"), "image_embeddings": dg.AssetIn("image_embeddings")},
+    blocking=True,
+    additional_ins={"image_embeddings": dg.AssetIn("image_embeddings")},
     description="The backend holds exactly the train embeddings.",
 )
 def index_count_matches_train(
-    search_index: IndexBuild,
-    posts: PostsTable,
-    image_embeddings: EmbeddingSet,
-    vector_index: VectorIndex,
+    search_index: IndexBuild, image_embeddings: EmbeddingSet, vector_index: VectorIndex
 ) -> dg.AssetCheckResult:
-    train_ids, _ = read_vectors(image_embeddings.folder, uuids_of_split(posts.path, "train"))
     held = vector_index.count(search_index.version)
     return dg.AssetCheckResult(
-        passed=held == len(train_ids),
-        metadata={"indexed": held, "train_embeddings": len(train_ids)},
+        passed=held == image_embeddings.train,
+        metadata={"indexed": held, "train_embeddings": image_embeddings.train,
+                  "version": search_index.version},
     )
 
 
+def gate_verdict(report: dict, indexed: int, target: float, live: str | None) -> tuple[bool, str]:
+    """Whether a new version may go live, and a sentence that says why (for the UI and logs)."""
+    recall, k, train = report["mean_recall"], report["k"], report["ground_truth_corpus"]
+    problems = []
+    if not recall >= target:  # also catches NaN (no queries)
+        problems.append(f"mean recall@{k} {recall:.4f} is below the target {target}")
+    if indexed != train:
+        problems.append(f"the index holds {indexed} documents but there are {train} train embeddings")
+    if not problems:
+        return True, (f"publish {report['index_version']}: mean recall@{k} {recall:.4f} >= "
+                      f"target {target}; {indexed} documents = train embeddings")
+    return False, (f"NOT PUBLISHED: {'; '.join(problems)}. Index version {report['index_version']} "
+                   f"stays unpublished; the live index stays {live or '(none)'}.")
+
+
 @dg.asset_check(asset=recall_report, blocking=True,
-                description="Gate: the new index goes live only if recall meets the target.")
-def recall_meets_target(config: RecallGateConfig, recall_report: dict) -> dg.AssetCheckResult:
-    recall = recall_report["mean_recall"]
-    count_ok = recall_report["indexed"] == recall_report["ground_truth_corpus"]
+                description="Gate: the new index goes live only if recall meets the target "
+                            "and it holds every train embedding.")
+def recall_meets_target(
+    context: dg.AssetCheckExecutionContext,
+    config: RecallGateConfig,
+    recall_report: dict,
+    vector_index: VectorIndex,
+) -> dg.AssetCheckResult:
+    indexed = vector_index.count(recall_report["index_version"])
+    live = vector_index.live_version()
+    passed, why = gate_verdict(recall_report, indexed, config.target, live)
+    (context.log.info if passed else context.log.error)(f"recall gate: {why}")
     return dg.AssetCheckResult(
-        passed=bool(recall >= config.target and count_ok),
-        metadata={"mean_recall": recall, "target": config.target,
-                  "indexed": recall_report["indexed"],
-                  "train_embeddings": recall_report["ground_truth_corpus"]},
-        description=(f"mean recall@{recall_report['k']} {recall:.4f} vs target {config.target}; "
-                     f"indexed {recall_report['indexed']} vs train "
-                     f"{recall_report['ground_truth_corpus']}"),
+        passed=passed,
+        description=why,
+        metadata={"mean_recall": dg.MetadataValue.float(float(recall_report["mean_recall"])),
+                  "target": dg.MetadataValue.float(config.target),
+                  "indexed": indexed,
+                  "train_embeddings": recall_report["ground_truth_corpus"],
+                  "index_version": recall_report["index_version"],
+                  "live_version": str(live)},
     )

@@ -1,4 +1,4 @@
-"""The Dagster code location: assets, checks, jobs, schedules and resources."""
+"""The Dagster code location: assets, checks, jobs, schedules, sensors and resources."""
 
 import dagster as dg
 
@@ -7,11 +7,16 @@ from .assets import embeddings, evaluation, images, index, posts
 from .jobs import full_pipeline_job, reindex_job
 from .resources.profiles import resources_for
 from .schedules import reindex_schedule
+from .sensors import alerts_from_env, new_shards, report_failures
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([posts, images, embeddings, index, evaluation]),
+    # The single-run backfill policy on every asset lets one CLI command cover the whole
+    # graph and every embedding bucket: `--select '*' --partition-range 00...15`.
+    assets=dg.load_assets_from_modules([posts, images, embeddings, index, evaluation],
+                                       backfill_policy=dg.BackfillPolicy.single_run()),
     asset_checks=dg.load_asset_checks_from_modules([checks]),
     jobs=[full_pipeline_job, reindex_job],
     schedules=[reindex_schedule],
-    resources=resources_for(),
+    sensors=[new_shards, report_failures],
+    resources={**resources_for(), "alerts": alerts_from_env()},
 )

@@ -1,19 +1,47 @@
 """Stage 3: each post's image stored once in the object store, under a key by uuid."""
 
+import time
+from collections.abc import Callable
+
 import dagster as dg
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from ..artifacts import ImageObjects, PostsTable, ShardInventory
 from ..core.posts import image_bytes_column
 from ..core.progress import Progress
-from ..core.shards import iter_batches
+from ..core.shards import ShardError, iter_batches
 from ..resources.object_store import ObjectStore
 from ..resources.storage import PostsDataset
 
 
 class ImageObjectsConfig(dg.Config):
-    upload_workers: int = 8
-    upload_batch: int = 64
+    upload_workers: int = Field(8, gt=0, description="Parallel uploads.")
+    upload_batch: int = Field(64, gt=0, description="Objects per put_many call.")
+    retries: int = Field(3, ge=0, description="Retries of a failed batch (puts are idempotent).")
+    retry_delay_s: float = Field(1.0, ge=0, description="First wait before a retry; doubles.")
+
+
+# Errors that say the request itself is wrong: retrying cannot help.
+_PERMANENT = (ValueError, TypeError, KeyError)
+
+
+def with_retries(call: Callable[[], int], retries: int, delay_s: float,
+                 log: Callable[[str], None]) -> int:
+    """Run ``call``; on a transient error wait and try again, up to ``retries`` more times."""
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except _PERMANENT:
+            raise
+        except Exception as error:
+            if attempt == retries:
+                raise
+            wait = delay_s * 2**attempt
+            log(f"object store error ({type(error).__name__}: {error}); retry "
+                f"{attempt + 1}/{retries} in {wait:.1f} s")
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 @dg.asset(group_name="storage", kinds={"s3"})
@@ -41,25 +69,44 @@ def image_objects(
 
     progress = Progress("images uploaded", missing, context.log.info)
     filesystem = dataset.filesystem()
+
+    def upload(items: list) -> None:
+        progress.advance(with_retries(
+            lambda: object_store.put_many(items, config.upload_workers),
+            config.retries, config.retry_delay_s, context.log.warning))
+
+    not_uploaded: dict[str, str] = {}
     for shard, rows in wanted.items():
-        first_row, pending = 0, []
-        for batch in iter_batches(filesystem, shard, dataset.batch_rows, columns=["image"]):
-            for i, data in enumerate(image_bytes_column(batch)):
-                target = rows.get(first_row + i)
-                if target is not None:
-                    pending.append((target[0], data, target[1]))
-            first_row += batch.num_rows
-            if len(pending) >= config.upload_batch:
-                progress.advance(object_store.put_many(pending, config.upload_workers))
-                pending = []
+        first_row, pending, found = 0, [], 0
+        try:
+            for batch in iter_batches(filesystem, shard, dataset.batch_rows, columns=["image"]):
+                for i, data in enumerate(image_bytes_column(batch)):
+                    target = rows.get(first_row + i)
+                    if target is not None:
+                        pending.append((target[0], data, target[1]))
+                        found += 1
+                first_row += batch.num_rows
+                if len(pending) >= config.upload_batch:
+                    upload(pending)
+                    pending = []
+                if found == len(rows):  # a shard that breaks later was only read this far
+                    break
+        except ShardError as error:
+            # The shard changed or broke since ``posts`` read it; its posts stay without an
+            # object and image_embeddings reports each of them. A re-run retries them.
+            context.log.error(f"{error}; {len(rows) - found} images of this shard not uploaded")
+            not_uploaded[shard] = str(error)
         if pending:
-            progress.advance(object_store.put_many(pending, config.upload_workers))
+            upload(pending)
     context.log.info(progress.summary())
-    value = ImageObjects(stored=table.num_rows, uploaded=missing,
+    uploaded = progress.done
+    value = ImageObjects(stored=table.num_rows - missing + uploaded, uploaded=uploaded,
                          already_there=table.num_rows - missing)
     return dg.Output(value, metadata={
-        "objects": table.num_rows,
-        "uploaded": missing,
+        "objects": value.stored,
+        "uploaded": uploaded,
         "already_there": value.already_there,
+        "not_uploaded": missing - uploaded,
+        "failed_shards": dg.MetadataValue.json(not_uploaded),
         "upload_rate_per_s": round(progress.rate, 1),
     })

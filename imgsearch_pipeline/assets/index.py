@@ -24,6 +24,11 @@ def search_index(
     vector_index: VectorIndex,
 ) -> dg.Output[IndexBuild]:
     """A new index version holding the train embeddings; not live until ``live_index``."""
+    # Versions that failed the recall gate are never published; prune before building so
+    # that nightly runs do not pile them up (the live version is never pruned).
+    pruned = vector_index.prune()
+    if pruned:
+        context.log.info(f"pruned old index versions before building: {pruned}")
     train = uuids_of_split(posts.path, "train")
     fields = display_fields(posts.path)
     version = new_version(context.run_id)
@@ -59,7 +64,8 @@ def search_index(
 def live_index(
     context: dg.AssetExecutionContext, search_index: IndexBuild, vector_index: VectorIndex
 ) -> dg.MaterializeResult:
-    """The version that searches use. Runs only after the recall report's gate passes."""
+    """The version that searches use. Runs only after the blocking check
+    ``recall_meets_target`` on ``recall_report`` passes; otherwise the previous stays live."""
     previous = vector_index.live_version()
     vector_index.publish(search_index.version)
     pruned = vector_index.prune()

@@ -1,26 +1,54 @@
-"""Stage 1-2: the raw parquet shards, and posts with content uuids and a stable split."""
+"""Stage 1-2: the raw parquet shards, posts with content uuids and a stable split, and the
+quarantine of rows that could not become posts."""
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
-import pandas as pd
-import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field
 
 from ..artifacts import PostsTable, ShardInventory
-from ..core.images import DEFAULT_MAX_PIXELS
-from ..core.posts import scan_batch
+from ..core.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
+from ..core.posts import posts_table, reason_counts, rejects_table, scan_batch
 from ..core.progress import Progress
 from ..core.shards import ShardError, iter_batches
 from ..core.tables import write_table_atomic
+from ..resources.profiles import ConfigurationError, check_run_config
 from ..resources.storage import PostsDataset, TableStore
 
+PREVIEW_ROWS = 100  # rows of the quarantine shown in the UI; the table holds all of them
 
-@dg.asset(group_name="ingest", kinds={"parquet"})
-def raw_posts(context: dg.AssetExecutionContext, dataset: PostsDataset) -> dg.Output:
+
+def _shard_check(check_name: str, asset: str, failed: dict[str, str], what: str):
+    """Passes when no shard failed; a failure is a warning: the run goes on without it."""
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        asset_key=asset,
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"failed_shards": dg.MetadataValue.json(failed), "count": len(failed)},
+        description=(f"{len(failed)} shard(s) {what}: " + "; ".join(failed.values()))[:2000]
+        if failed else f"every shard {what.replace('could not be read', 'was read')}",
+    )
+
+
+@dg.asset(
+    group_name="ingest", kinds={"parquet"},
+    check_specs=[dg.AssetCheckSpec("all_shards_readable", asset="raw_posts",
+                                   description="Every parquet shard opens and has an image column.")],
+)
+def raw_posts(context: dg.AssetExecutionContext, dataset: PostsDataset) -> Iterator:
     """The Hugging Face-layout parquet shards at the dataset location, checked one by one."""
-    filesystem, paths = dataset.filesystem_and_paths()
+    try:  # the first step of a full run: reject bad run config before any work is done
+        check_run_config(context.job_def, context.run_config)
+    except ConfigurationError as error:
+        raise dg.Failure(str(error)) from None
+    try:
+        filesystem, paths = dataset.filesystem_and_paths()
+    except (OSError, ValueError) as error:  # missing folder, bad URI, unreachable bucket
+        raise dg.Failure(f"cannot list the dataset at {dataset.location!r}: {error}") from None
     shards, failed = [], {}
     for path in paths:
         try:
@@ -28,35 +56,46 @@ def raw_posts(context: dg.AssetExecutionContext, dataset: PostsDataset) -> dg.Ou
             shards.append({"path": shard.path, "rows": shard.rows,
                            "size_bytes": shard.size_bytes, "fingerprint": shard.fingerprint})
         except ShardError as error:
-            context.log.error(str(error))
+            context.log.error(f"skipping shard: {error}")
             failed[path] = str(error)
     if not shards:
-        raise dg.Failure(f"no readable parquet shard at {dataset.location}",
+        raise dg.Failure(f"no readable parquet shard at {dataset.location}"
+                         + (f" ({len(failed)} unreadable)" if failed else ""),
                          metadata={"failed_shards": dg.MetadataValue.json(failed)})
+    if failed:
+        context.log.warning(f"{len(failed)} of {len(paths)} shards are skipped, the run goes on "
+                            f"without them: {', '.join(sorted(failed))}")
     inventory = ShardInventory(dataset.location, shards, failed)
-    return dg.Output(inventory, metadata={
+    yield dg.Output(inventory, metadata={
         "location": dataset.location,
         "shards": len(shards),
         "rows": inventory.rows,
         "size_mb": round(sum(s["size_bytes"] for s in shards) / 1e6, 1),
         "failed_shards": dg.MetadataValue.json(failed),
     })
+    yield _shard_check("all_shards_readable", "raw_posts", failed, "could not be read")
 
 
 class SplitConfig(dg.Config):
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of posts held out.")
     seed: int = Field(42, description="Seed of the split's hash: changing it re-deals.")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Larger images are rejected.")
+    min_side: int = Field(DEFAULT_MIN_SIDE, gt=0,
+                          description="Images with a side shorter than this are rejected.")
 
 
-@dg.asset(group_name="ingest", kinds={"parquet"})
+@dg.asset(
+    group_name="ingest", kinds={"parquet"},
+    check_specs=[dg.AssetCheckSpec("all_rows_read", asset="posts",
+                                   description="No shard failed part way through reading.")],
+)
 def posts(
     context: dg.AssetExecutionContext,
     config: SplitConfig,
     raw_posts: ShardInventory,
     dataset: PostsDataset,
     tables: TableStore,
-) -> dg.Output[PostsTable]:
+) -> Iterator:
     """One row per distinct image: uuid from its bytes, train/test split, object key.
 
     Unusable rows go to the ``rejected_posts`` table with their shard, row and reason.
@@ -65,14 +104,14 @@ def posts(
     progress = Progress("rows checked", raw_posts.rows, context.log.info)
     seen: set[str] = set()
     rows, rejects, duplicates = [], [], 0
-    failed_shards = dict(raw_posts.failed)
+    read_failures: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for shard in raw_posts.shards:
             first_row = 0
             try:
                 for batch in iter_batches(filesystem, shard["path"], dataset.batch_rows):
                     result = scan_batch(batch, shard["path"], first_row, config.test_fraction,
-                                        config.seed, config.max_pixels, pool)
+                                        config.seed, config.max_pixels, pool, config.min_side)
                     first_row += batch.num_rows
                     rejects += result.rejects
                     for post in result.posts:
@@ -83,32 +122,60 @@ def posts(
                             rows.append(post)
                     progress.advance(batch.num_rows)
             except ShardError as error:
-                context.log.error(f"{error}; rows of this shard after {first_row} are skipped")
-                failed_shards[shard["path"]] = str(error)
+                message = f"{error}; rows {first_row} to {shard['rows'] - 1} are skipped"
+                context.log.error(message)
+                read_failures[shard["path"]] = message
     context.log.info(progress.summary())
-    for reject in rejects:
-        context.log.warning(f"rejected {reject['shard']} row {reject['row']}: {reject['reason']}")
 
-    table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
-    path = write_table_atomic(table, tables.path("posts.parquet"))
-    reject_frame = pd.DataFrame(rejects, columns=["shard", "row", "reason", "source_path"])
-    rejects_path = write_table_atomic(
-        pa.Table.from_pandas(reject_frame, preserve_index=False),
-        tables.path("rejected_posts.parquet"),
-    )
+    path = write_table_atomic(posts_table(rows), tables.path("posts.parquet"))
+    rejects_path = write_table_atomic(rejects_table(rejects), tables.path("rejected_posts.parquet"))
+    reasons = reason_counts(rejects)
+    if rejects:  # one line, not one per row: the table holds every row with its reason
+        summary = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
+        context.log.warning(f"{len(rejects):,} rows rejected ({summary}); "
+                            f"see the rejected_posts asset or {rejects_path}")
     test = sum(1 for r in rows if r["split"] == "test")
     value = PostsTable(str(path), str(rejects_path), len(rows), len(rows) - test, test,
                        duplicates, len(rejects))
-    reasons = reject_frame["reason"].value_counts().to_dict() if rejects else {}
-    return dg.Output(value, metadata={
+    yield dg.Output(value, metadata={
         "posts": len(rows),
         "train": value.train,
         "test": test,
         "duplicates_collapsed": duplicates,
         "rejected": len(rejects),
+        "rows_read": progress.done,
         "rejected_by_reason": dg.MetadataValue.json(reasons),
-        "failed_shards": dg.MetadataValue.json(failed_shards),
+        "failed_shards": dg.MetadataValue.json({**raw_posts.failed, **read_failures}),
         "path": dg.MetadataValue.path(str(path)),
         "rejects_path": dg.MetadataValue.path(str(rejects_path)),
         "dagster/row_count": len(rows),
+    })
+    yield _shard_check("all_rows_read", "posts", read_failures, "could not be read to the end")
+
+
+REJECT_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("shard", "string", description="Parquet file the row came from."),
+    dg.TableColumn("row", "int", description="Row number within the shard, from 0."),
+    dg.TableColumn("reason", "string", description="Why the row is not a post."),
+    dg.TableColumn("source_path", "string", description="The image's own path, if any."),
+])
+
+
+@dg.asset(group_name="ingest", kinds={"parquet"})
+def rejected_posts(context: dg.AssetExecutionContext, posts: PostsTable) -> dg.MaterializeResult:
+    """The quarantine: every row of the dataset that did not become a post, with its shard,
+    row number and reason. Rows are never dropped silently; fix or remove them at the source."""
+    table = pq.read_table(posts.rejects_path)
+    records = table.slice(0, PREVIEW_ROWS).to_pylist()
+    reasons = reason_counts(table.select(["reason"]).to_pylist())
+    context.log.info(f"{table.num_rows:,} rejected rows in {posts.rejects_path}")
+    return dg.MaterializeResult(metadata={
+        "rejected": table.num_rows,
+        "by_reason": dg.MetadataValue.json(reasons),
+        "preview": dg.MetadataValue.table(
+            [dg.TableRecord({k: ("" if v is None else v) for k, v in r.items()}) for r in records],
+            schema=REJECT_SCHEMA),
+        "path": dg.MetadataValue.path(posts.rejects_path),
+        "dagster/row_count": table.num_rows,
+        "dagster/column_schema": REJECT_SCHEMA,
     })

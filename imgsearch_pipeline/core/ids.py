@@ -6,7 +6,9 @@ import uuid
 
 # Fixed namespace so that the same image bytes map to the same uuid on every machine.
 IMAGE_NAMESPACE = uuid.UUID("6f1c3a52-4d0e-5b8a-9c47-2e5d8f0a1b63")
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Index version names become folder names: letters, digits, '.', '_', '-', no leading dot.
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def image_uuid(image_bytes: bytes) -> str:
@@ -17,13 +19,20 @@ def image_uuid(image_bytes: bytes) -> str:
 
 def is_valid_uuid(value: str) -> bool:
     """True for a canonical lower-case uuid string; keeps ids safe to use in keys and paths."""
-    return isinstance(value, str) and bool(_UUID_RE.match(value))
+    return isinstance(value, str) and _UUID_RE.fullmatch(value) is not None
 
 
 def require_uuid(value: str) -> str:
     if not is_valid_uuid(value):
         raise ValueError(f"not a canonical uuid: {value!r}")
     return value
+
+
+def check_version(version: str) -> str:
+    """An index version name that is safe as a folder name (no '/', '\\', '..', NUL)."""
+    if not isinstance(version, str) or _VERSION_RE.fullmatch(version) is None or ".." in version:
+        raise ValueError(f"invalid index version: {version!r}")
+    return version
 
 
 def split_of(post_uuid: str, test_fraction: float, seed: int) -> str:

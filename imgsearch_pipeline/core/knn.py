@@ -6,15 +6,22 @@ import numpy as np
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and scores of the k largest entries of each row, best first."""
+    """Indices and scores of the k largest entries of each row, best first.
+
+    torch.topk on a zero-copy view of the array: it selects in one pass without negating
+    or copying the matrix and returns only k columns, where np.argpartition allocated an
+    int64 index for every score (benchmarks/README.md: ~5x faster at 1024 x 27k, k=100).
+    """
+    import torch
+
+    scores = np.asarray(scores)
     k = min(k, scores.shape[1])
     if k == 0:
         empty = np.empty((scores.shape[0], 0))
         return empty.astype(np.int64), empty.astype(scores.dtype)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
+    values, indices = torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), k, dim=1,
+                                 largest=True, sorted=True)
+    return indices.numpy(), values.numpy()
 
 
 def exact_knn(
@@ -23,13 +30,17 @@ def exact_knn(
     """Yield (first query row, indices, scores) per batch of queries.
 
     Vectors are L2-normalised, so the inner product is the cosine similarity. One BLAS
-    matrix product per batch; the batch bounds the score matrix's memory.
+    matrix product per batch, written into one reused buffer (no fresh 100 MB allocation
+    and page faults per batch); the batch bounds the score matrix's memory.
     """
     corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    buffer = np.empty((min(batch_size, len(queries)), len(corpus)), dtype=np.float32)
     for start in range(0, len(queries), batch_size):
         block = np.ascontiguousarray(queries[start : start + batch_size], dtype=np.float32)
-        indices, scores = top_k(block @ corpus.T, k)
-        yield start, indices, scores
+        scores = buffer[: len(block)]
+        np.matmul(block, corpus.T, out=scores)
+        indices, top = top_k(scores, k)
+        yield start, indices, top
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ def recall_at_k(exact: Sequence[str], approximate: Sequence[str], k: int) -> flo
     """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
-    truth = list(exact)[:k]
+    truth = list(dict.fromkeys(exact))[:k]  # a repeated id in the exact list counts once
     if not truth:
         return 1.0
     found = set(list(approximate)[:k])

@@ -1,7 +1,9 @@
 """Reading Hugging Face-layout parquet shards in bounded batches."""
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -21,8 +23,48 @@ class Shard:
     fingerprint: str  # size and mtime: a changed file gets a new fingerprint
 
 
-def open_location(location: str) -> tuple[pafs.FileSystem, str]:
-    """A filesystem and path for a local folder or an ``s3://`` / ``file://`` URI."""
+# Where an S3-compatible server (MinIO, moto) is, when not AWS itself; first one set wins.
+S3_ENDPOINT_VARIABLES = ("IMGSEARCH_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def s3_endpoint(environ: Mapping[str, str] | None = None) -> str | None:
+    env = os.environ if environ is None else environ
+    return next((env[name] for name in S3_ENDPOINT_VARIABLES if env.get(name)), None)
+
+
+def s3_filesystem(endpoint: str, environ: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
+    """An S3 filesystem on a custom endpoint such as ``http://127.0.0.1:9000``.
+
+    Credentials come from the usual AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY);
+    addressing is path-style, which MinIO and moto need.
+    """
+    env = os.environ if environ is None else environ
+    parsed = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"S3 endpoint must look like http(s)://host:port, got {endpoint!r}")
+    return pafs.S3FileSystem(
+        endpoint_override=parsed.netloc,
+        scheme=parsed.scheme,
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        force_virtual_addressing=False,
+    )
+
+
+def open_location(location: str, environ: Mapping[str, str] | None = None
+                  ) -> tuple[pafs.FileSystem, str]:
+    """A filesystem and path for a local folder or an ``s3://`` / ``file://`` URI.
+
+    ``s3://bucket/prefix`` goes to the endpoint named by IMGSEARCH_S3_ENDPOINT (or
+    AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) when one is set, else to AWS; options written
+    in the URI itself (``?endpoint_override=...``) are left to pyarrow.
+    """
+    if location.startswith("s3://") and "?" not in location:
+        endpoint = s3_endpoint(environ)
+        if endpoint:
+            path = location[len("s3://"):].strip("/")
+            if not path:
+                raise ValueError(f"dataset location names no bucket: {location!r}")
+            return s3_filesystem(endpoint, environ), path
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
     return pafs.LocalFileSystem(), location

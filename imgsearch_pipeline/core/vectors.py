@@ -44,9 +44,11 @@ def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 def iter_vectors(
     folder: str | Path, only: set[str] | None = None
 ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(uuids, matrix) part by part, each uuid once, optionally only the uuids in ``only``."""
+    """(uuids, matrix) part by part, each uuid once, optionally only the uuids in ``only``.
+
+    Parts are read from the folder and its subfolders (the per-bucket ``bucket=NN/``)."""
     seen: set[str] = set()
-    for part in sorted(Path(folder).glob("part-*.parquet")):
+    for part in sorted(Path(folder).glob("**/part-*.parquet")):
         table = pq.read_table(part, columns=["uuid", "vector"])
         uuids = table.column("uuid").to_pylist()
         keep = [i for i, u in enumerate(uuids)

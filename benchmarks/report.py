@@ -1,0 +1,169 @@
+"""The benchmark report in markdown."""
+
+
+def _f(value, spec: str = ".3f", none: str = "–") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _defaults() -> dict:
+    from imgsearch_pipeline.assets.evaluation import GroundTruthConfig, RecallReportConfig
+    from imgsearch_pipeline.resources.vector_index import FaissHnswIndex
+
+    index = FaissHnswIndex()
+    return {"m": index.m, "ef_construction": index.ef_construction,
+            "num_candidates": RecallReportConfig().num_candidates,
+            "gt_batch_size": GroundTruthConfig().batch_size}
+
+
+def _search(s: dict, proto: dict) -> list[str]:
+    exact = s["exact"][0]
+    lines = ["## 1. Search at prototype scale", "",
+             "One query at a time through the pipeline's own code: `core.evaluation.exact_search`, "
+             "`FaissHnswIndex.search` (the resource, its build and search), and "
+             "`ElasticsearchIndex` when `IMGSEARCH_ES_URL` is set. Batched q/s: "
+             "`core.knn.exact_knn` for exact, one faiss call over all queries for HNSW.", "",
+             "| search | Recall@10 | p50 ms | p95 ms | p99 ms | batched q/s | p50 vs exact "
+             "| p50 vs prototype ES | p50 vs prototype exact |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    chosen = s.get("chosen")
+    picked = [exact] + ([chosen] if chosen else []) + [
+        r for r in s["sweep"] if r["kind"] == "hnsw" and r["m"] == (chosen or {}).get("m")
+        and r["ef_construction"] == (chosen or {}).get("ef_construction")
+        and r is not chosen] + s.get("elasticsearch", [])
+    for r in picked:
+        name = r["name"] + (" **(chosen)**" if r is chosen else "")
+        lines.append(
+            f"| {name} | {r['recall']:.4f} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} | "
+            f"{r['p99_ms']:.3f} | {_f(r['batch_qps'], ',.0f')} | "
+            f"{exact['p50_ms'] / r['p50_ms']:.1f}x faster | {proto['es_ms'] / r['p50_ms']:.0f}x faster | "
+            f"{proto['exact_ms'] / r['p50_ms']:.0f}x faster |")
+    lines.append(f"| prototype (reported) | {proto['recall_at_10']:.4f} | ES {proto['es_ms']} / "
+                 f"exact {proto['exact_ms']} | | | | | | |")
+    lines += ["", s["elasticsearch_note"], ""]
+    return lines
+
+
+def _sweep(s: dict, defaults: dict) -> list[str]:
+    lines = ["## 2. Tuning sweep", "", "![recall vs latency](sweep.png)", "",
+             "| config | num_candidates | Recall@10 | p50 ms | p99 ms | index MB | build s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in s["sweep"]:
+        kind = "SQ8 + exact re-rank" if r["kind"] == "hnsw-sq8" else "HNSW flat"
+        mb = r["index_bytes"] / 2**20
+        extra = f" (+{r['rerank_vectors_bytes'] / 2**20:.0f} MB float vectors to re-rank)" \
+            if "rerank_vectors_bytes" in r else ""
+        lines.append(f"| {kind} m={r['m']} efC={r['ef_construction']} | {r['num_candidates']} | "
+                     f"{r['recall']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {mb:.0f}{extra} | "
+                     f"{r['build_s']:.1f} |")
+    chosen = s.get("chosen")
+    lines.append("")
+    if chosen:
+        lines.append(
+            f"**Smallest setting reaching Recall@10 ≥ 0.997**: m={chosen['m']}, "
+            f"ef_construction={chosen['ef_construction']}, num_candidates="
+            f"{chosen['num_candidates']} (recall {chosen['recall']:.4f}, p50 "
+            f"{chosen['p50_ms']:.3f} ms). Per config, the smallest num_candidates reaching the "
+            "target; of those, the lowest p50.")
+        same = (defaults["m"], defaults["ef_construction"], defaults["num_candidates"]) == \
+            (chosen["m"], chosen["ef_construction"], chosen["num_candidates"])
+        lines.append("")
+        lines.append(
+            f"Pipeline defaults now: m={defaults['m']}, ef_construction="
+            f"{defaults['ef_construction']} (resources/vector_index.py), num_candidates="
+            f"{defaults['num_candidates']} (RecallReportConfig) — "
+            + ("taken from this sweep." if same else "**differ from this run's choice**."))
+    else:
+        lines.append("**No setting in the sweep reached Recall@10 ≥ 0.997.**")
+    return lines + [""]
+
+
+def _ground_truth(g: dict) -> list[str]:
+    n, m, d = g["shape"]
+    lines = ["## 3. Ground truth throughput", "",
+             f"`core.knn.exact_knn` (k={g['k']}) over {n:,} × {m:,} × {d} against numpy's bare "
+             f"`queries @ corpus.T`: {g['bare_matmul_s']:.3f} s, {g['bare_gflops']:.0f} GFLOP/s "
+             "(best of runs).", "",
+             "| batch_size | seconds | GFLOP/s | vs bare matmul | score buffer MB |",
+             "|---|---|---|---|---|"]
+    for r in g["rows"]:
+        default = " (default)" if r["is_default"] else ""
+        lines.append(f"| {r['batch_size']}{default} | {r['seconds']:.3f} | {r['gflops']:.0f} | "
+                     f"{r['ratio_to_bare']:.2f}x | {r['score_buffer_mb']:.0f} |")
+    verdict = "meets" if g["meets_target"] else "**misses**"
+    lines += ["", f"Default batch: {g['default']['ratio_to_bare']:.2f}x the bare matmul — "
+              f"{verdict} the ≤ {g['target_ratio']}x target.", ""]
+    return lines
+
+
+def _embedding(e: dict) -> list[str]:
+    lines = ["## 4. Embedding throughput", "",
+             "Pipeline: `core.embedding.embed_in_batches` with object store get → "
+             "`core.images.load_rgb` → `model.prepare` (loader threads) → `model.encode`. "
+             "Bare: the model alone on decoded images in one thread (see column *bare is*).", "",
+             "| embedder | images | batch | pipeline img/s | bare img/s | bare is | pipeline/bare "
+             "| get+decode ms/img | prepare ms/img | bare ms/img |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in ("color-texture", "siglip"):
+        r = e[name]
+        lines.append(f"| {name} | {r['images']} | {r['batch_size']} | "
+                     f"{r['pipeline_images_per_s']:.1f} | {r['bare_images_per_s']:.1f} | {r['bare_is']} | "
+                     f"{r['ratio']:.1%} | {r['get_decode_ms_per_image']:.2f} | "
+                     f"{r['prepare_ms_per_image']:.2f} | {r['bare_ms_per_image']:.2f} |")
+    s = e["siglip"]
+    lines += ["", f"SigLIP: random weights, vision config {s['config']}, device {s['device']}, "
+              f"{s['torch_threads']} torch threads on {s['cores']} cores. "
+              f"Pipeline at {s['ratio']:.1%} of the bare model "
+              f"({'meets' if s['ratio'] >= e['target'] else '**misses**'} the ≥ "
+              f"{e['target']:.0%} target).", "",
+              f"Colour-texture: {e['color-texture']['note']}.", ""]
+    return lines
+
+
+def _growth(g: dict) -> list[str]:
+    lines = ["## 5. Growth of the sample graph (colour-texture embedder)", "",
+             "`dagster asset materialize --select '*'` as `make demo` runs it, in a fresh "
+             "process; peak = largest max RSS of any process of the run.", "",
+             "| images | px | wall s | s per 1k images | peak RSS MB | recall@10 |",
+             "|---|---|---|---|---|---|"]
+    for r in g["rows"] + [g["large_images"]]:
+        lines.append(f"| {r['images']:,} | {r['size_px']} | {r['wall_s']:.1f} | "
+                     f"{r['wall_s'] / r['images'] * 1000:.1f} | {r['peak_rss_mb']:.0f} | "
+                     f"{_f(r['recall'], '.4f')} |")
+    big = g["large_images"]
+    lines += ["", f"5,000 images of 512 px: peak {big['peak_rss_mb']:.0f} MB per process — "
+              + ("under" if g["large_images_under_limit"] else "**over**")
+              + f" the {g['limit_mb']} MB limit.", ""]
+    return lines
+
+
+def report_markdown(results: dict, info: dict, proto: dict) -> str:
+    defaults = _defaults()
+    lines = ["# imgsearch benchmarks", "",
+             f"Machine: {info['cpu_model']}, {info['usable_cores']} cores, {info['ram_gb']} GB; "
+             f"python {info['python']}, numpy {info['numpy']} "
+             f"({info['numpy_blas'].get('name')} {info['numpy_blas'].get('version')}), faiss "
+             f"{info['faiss']}, torch {info['torch']}. Load average at start "
+             f"{tuple(round(x, 1) for x in info['load_average_at_start'])}, at end "
+             f"{tuple(round(x, 1) for x in info['load_average_at_end'])}. Last invocation: "
+             f"{info['suite_seconds'] / 60:.1f} min{' (--quick)' if results['quick'] else ''}. "
+             "Details in machine.json and results.json.", ""]
+    if results.get("ran_at"):
+        lines += ["Sections ran at (time, load average): " + "; ".join(
+            f"{name} {r['time']} ({r['load_average'][0]:.1f})"
+            for name, r in results["ran_at"].items()) + ". The machine is shared: the load "
+            "average above 2 means other processes took CPU during that section.", ""]
+    if "vectors" in results:
+        v = results["vectors"]
+        lines += [f"Vectors: {v['source']}; {v['indexed']:,} indexed, {v['queries']:,} held-out "
+                  f"queries, {v['dim']}-d. Mean cosine of the nearest neighbour "
+                  f"{v['mean_top1_cosine']:.3f}, of the 10th {v['mean_top10_cosine']:.3f}, of "
+                  f"random pairs {v['mean_random_pair_cosine']:.3f}.", ""]
+    if "search" in results:
+        lines += _search(results["search"], proto) + _sweep(results["search"], defaults)
+    if "ground_truth" in results:
+        lines += _ground_truth(results["ground_truth"])
+    if "embedding" in results:
+        lines += _embedding(results["embedding"])
+    if "growth" in results:
+        lines += _growth(results["growth"])
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,47 @@
+"""Response bodies of the API (they make the OpenAPI schema)."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+MAX_K = 100
+MAX_CANDIDATES = 1000
+
+
+class SearchHit(BaseModel):
+    uuid: str = Field(description="Post id (uuid5 of the image bytes).")
+    score: float = Field(description="Cosine similarity to the query (higher is closer).")
+    caption: str | None = None
+    image_url: str = Field(description="Where the image can be fetched (this API's /images/{uuid}).")
+    duplicates: int = Field(0, description="Near-identical hits folded into this one (collapse).")
+
+
+class SearchResponse(BaseModel):
+    query: Literal["image", "text", "similar"]
+    k: int
+    model_id: str
+    index_version: str
+    hits: list[SearchHit]
+    timings_ms: dict[str, float] = Field(
+        description="Server time per stage: decode, embed, search (also in Server-Timing).")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    index_loaded: bool
+    documents: int = 0
+    index_version: str | None = Field(None, description="The version this process serves.")
+    live_version: str | None = Field(
+        None, description="The version the index marks live now; restart to serve a newer one.")
+    model_id: str | None = None
+    backend: str | None = None
+    text_search: bool = False
+    message: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    message: str
+    detail: Any | None = None
+
+
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 503)}

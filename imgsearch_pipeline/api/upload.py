@@ -1,0 +1,87 @@
+"""Reading an uploaded image into memory only.
+
+Starlette's form parser spools file parts over 1 MB to a temporary file; a user's query
+image must never touch the disk, so the API reads the raw body itself (with a size cap)
+and parses multipart bodies in memory.
+"""
+
+from collections.abc import AsyncIterator
+
+from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+
+FILE_FIELDS = (b"image", b"file")
+
+
+class UploadTooLarge(ValueError):
+    def __init__(self, limit: int):
+        super().__init__(f"upload larger than the limit of {limit:,} bytes")
+        self.limit = limit
+
+
+class BadUpload(ValueError):
+    """The request body holds no usable image part; the message says why."""
+
+
+async def read_capped(chunks: AsyncIterator[bytes], limit: int, declared: str | None) -> bytes:
+    """The whole body in memory, refusing it as soon as it passes ``limit`` bytes."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadTooLarge(limit)
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise UploadTooLarge(limit)
+    return bytes(body)
+
+
+def image_from_body(body: bytes, content_type: str | None) -> bytes:
+    """The image bytes of a request: a multipart ``image`` (or ``file``) part, or a raw body."""
+    kind, options = parse_options_header(content_type or "")
+    if kind == b"multipart/form-data":
+        return _multipart_image(body, options.get(b"boundary"))
+    if kind.startswith(b"image/") or kind == b"application/octet-stream":
+        return body
+    raise BadUpload("send the image as multipart/form-data (field 'image') "
+                    "or as a raw body with an image/* content type")
+
+
+def _multipart_image(body: bytes, boundary: bytes | None) -> bytes:
+    if not boundary:
+        raise BadUpload("multipart body without a boundary")
+    parts: list[bytearray] = []
+    header: dict[str, bytes] = {"field": b"", "value": b""}
+    names: list[bytes] = []
+
+    def on_part_begin() -> None:
+        names.append(b"")
+        parts.append(bytearray())
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        if header["field"].lower() == b"content-disposition":
+            _, options = parse_options_header(header["value"])
+            names[-1] = options.get(b"name", b"")
+        header["field"] = header["value"] = b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1].extend(data[start:end])
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+        "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+    })
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as error:
+        raise BadUpload(f"malformed multipart body: {error}") from None
+    for name, data in zip(names, parts, strict=True):
+        if name in FILE_FIELDS:
+            return bytes(data)
+    raise BadUpload("multipart body has no 'image' field")

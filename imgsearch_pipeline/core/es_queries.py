@@ -1,0 +1,211 @@
+"""Elasticsearch request bodies as pure functions: index settings and mapping, bulk
+actions, the kNN query, alias moves, and the reading of hits and bulk failures.
+
+Nothing here talks to a server, so every body is unit-tested without one.
+"""
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from .ids import check_version
+
+VECTOR_FIELD = "vector"
+INDEX_TYPES = ("hnsw", "int8_hnsw", "bbq_hnsw")
+QUANTISED_TYPES = ("int8_hnsw", "bbq_hnsw")
+BBQ_MIN_DIMS = 64  # Elasticsearch refuses bbq_* below this (DenseVectorFieldMapper.BBQ_MIN_DIMS)
+MAX_DIMS = 4096
+MAX_NUM_CANDIDATES = 10_000  # Elasticsearch's own upper bound for knn.num_candidates
+
+
+def check_index_type(index_type: str, dim: int) -> None:
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"unknown index type {index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
+    if not 1 <= dim <= MAX_DIMS:
+        raise ValueError(f"vector dimension must be in 1..{MAX_DIMS}, got {dim}")
+    if index_type.startswith("bbq") and dim < BBQ_MIN_DIMS:
+        raise ValueError(f"{index_type} needs at least {BBQ_MIN_DIMS} dimensions, got {dim}")
+
+
+def index_body(
+    dim: int,
+    index_type: str = "hnsw",
+    m: int = 16,
+    ef_construction: int = 100,
+    shards: int = 1,
+    replicas: int = 0,
+    meta: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Settings and mapping of one index version.
+
+    Refresh is off while the build runs (the index is not searched until it is published);
+    ``finish_settings`` turns it back on. Vectors stay out of ``_source`` so hits are small.
+    ``meta`` (the owner's name and the version) marks the index as ours: versions are
+    listed by it, so another deployment's ``<name>-...`` indices are never pruned.
+    """
+    check_index_type(index_type, dim)
+    if m < 2 or ef_construction < m:
+        raise ValueError(f"need m >= 2 and ef_construction >= m, got m={m}, "
+                         f"ef_construction={ef_construction}")
+    return {
+        "settings": {
+            "number_of_shards": shards,
+            "number_of_replicas": replicas,
+            "refresh_interval": "-1",
+        },
+        "mappings": {
+            "dynamic": "strict",
+            "_meta": dict(meta or {}),
+            "_source": {"excludes": [VECTOR_FIELD]},
+            "properties": {
+                "uuid": {"type": "keyword"},
+                VECTOR_FIELD: {
+                    "type": "dense_vector",
+                    "dims": dim,
+                    "index": True,
+                    "similarity": "cosine",
+                    "index_options": {"type": index_type, "m": m, "ef_construction": ef_construction},
+                },
+                "caption": {"type": "text"},
+                "split": {"type": "keyword"},
+                "shard": {"type": "keyword"},
+            },
+        },
+    }
+
+
+def finish_settings() -> dict[str, Any]:
+    """Settings once the build is complete: periodic refresh back to the default."""
+    return {"index": {"refresh_interval": None}}
+
+
+def bulk_actions(
+    index: str,
+    ids: Sequence[str],
+    vectors: Iterable[Sequence[float]],
+    captions: Sequence[str | None],
+    splits: Sequence[str],
+    shards: Sequence[str],
+) -> Iterator[dict[str, Any]]:
+    """One ``index`` action per document, ``_id`` = uuid: a request retried after a timeout
+    rewrites the same documents instead of failing on them (repeated uuids in the input are
+    caught by ``ElasticsearchIndex.build`` before they are sent)."""
+    for uuid, vector, caption, split, shard in zip(ids, vectors, captions, splits, shards, strict=True):
+        source: dict[str, Any] = {"uuid": uuid, VECTOR_FIELD: [float(x) for x in vector],
+                                  "split": split, "shard": shard}
+        if caption is not None:
+            source["caption"] = caption
+        yield {"_op_type": "index", "_index": index, "_id": uuid, "_source": source}
+
+
+def search_filter_query(caption_words: Sequence[str] = (), split: str | None = None) -> dict | None:
+    """The filter applied inside the kNN traversal: every caption word must match, and the split."""
+    clauses: list[dict[str, Any]] = []
+    words = [w for w in caption_words if w.strip()]
+    if words:
+        clauses.append({"match": {"caption": {"query": " ".join(words), "operator": "and"}}})
+    if split is not None:
+        clauses.append({"term": {"split": split}})
+    return {"bool": {"filter": clauses}} if clauses else None
+
+
+def knn_body(
+    vector: Sequence[float],
+    k: int,
+    num_candidates: int,
+    caption_words: Sequence[str] = (),
+    split: str | None = None,
+    index_type: str = "hnsw",
+    oversample: float = 3.0,
+) -> dict[str, Any]:
+    """A top-level kNN search returning ``k`` hits with their uuid and caption only."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    values = [float(x) for x in vector]
+    if not values or not all(math.isfinite(x) for x in values):
+        raise ValueError("query vector must be non-empty and finite")
+    knn: dict[str, Any] = {
+        "field": VECTOR_FIELD,
+        "query_vector": values,
+        "k": k,
+        # Elasticsearch rejects num_candidates < k or > 10,000.
+        "num_candidates": min(max(num_candidates, k), MAX_NUM_CANDIDATES),
+    }
+    filter_query = search_filter_query(caption_words, split)
+    if filter_query is not None:
+        knn["filter"] = filter_query
+    if index_type in QUANTISED_TYPES and oversample > 0:
+        if not 1.0 <= oversample <= 10.0:
+            raise ValueError(f"oversample must be in [1, 10] (or 0 to disable), got {oversample}")
+        knn["rescore_vector"] = {"oversample": oversample}
+    return {"knn": knn, "size": k, "_source": ["caption"], "track_total_hits": False}
+
+
+def cosine_from_score(score: float) -> float:
+    """Elasticsearch scores cosine as (1 + cos) / 2; the other backend reports cos itself."""
+    return 2.0 * float(score) - 1.0
+
+
+def parse_hits(response: dict[str, Any]) -> list[tuple[str, float, str | None]]:
+    """(uuid, cosine similarity, caption) per hit, best first."""
+    return [
+        (hit["_id"], cosine_from_score(hit["_score"]), (hit.get("_source") or {}).get("caption"))
+        for hit in response["hits"]["hits"]
+    ]
+
+
+def alias_actions(alias: str, new_index: str, current: Iterable[str]) -> list[dict[str, Any]]:
+    """One atomic ``update_aliases`` request: the alias leaves every index it is on and
+    lands on ``new_index`` in the same step, so searches never see no index or two."""
+    actions: list[dict[str, Any]] = [
+        {"remove": {"index": index, "alias": alias}} for index in sorted(set(current)) if index != new_index
+    ]
+    actions.append({"add": {"index": new_index, "alias": alias}})
+    return actions
+
+
+_FORBIDDEN = set(' "*\\<|,>/?#:')
+
+
+def check_name(name: str) -> str:
+    """An alias/index name Elasticsearch accepts: lower case, no separators, no leading _-+."""
+    if not name or name != name.lower() or name[0] in "_-+." or set(name) & _FORBIDDEN:
+        raise ValueError(f"invalid Elasticsearch index name: {name!r}")
+    return name
+
+
+def index_name(name: str, version: str) -> str:
+    """``<name>-<version>``; Elasticsearch index names are lower case without separators."""
+    check_name(name)
+    check_version(version)  # the same rule as the embedded index's folders
+    if version != version.lower():
+        raise ValueError(f"invalid index version for Elasticsearch (upper case): {version!r}")
+    return f"{name}-{version}"
+
+
+def owned_versions(name: str, indices: dict[str, Any]) -> list[str]:
+    """Versions among ``indices`` (an ``indices.get`` response) built by the index ``name``."""
+    found = []
+    for index, info in indices.items():
+        meta = (info.get("mappings") or {}).get("_meta") or {}
+        if meta.get("index_name") == name and index == f"{name}-{meta.get('version')}":
+            found.append(meta["version"])
+    return sorted(found)
+
+
+def version_of(name: str, index: str) -> str | None:
+    prefix = f"{name}-"
+    return index[len(prefix):] if index.startswith(prefix) and len(index) > len(prefix) else None
+
+
+def bulk_failure(item: dict[str, Any]) -> str:
+    """A readable line for one rejected bulk item: its id, status and reason."""
+    op_type, result = next(iter(item.items()))
+    error = result.get("error") or result.get("exception") or "unknown error"
+    if isinstance(error, dict):
+        reason = error.get("reason") or error.get("type") or str(error)
+        cause = error.get("caused_by") or {}
+        if cause.get("reason"):
+            reason = f"{reason}: {cause['reason']}"
+        error = f"{error.get('type', 'error')}: {reason}"
+    return f"{result.get('_id', '?')} ({op_type}, status {result.get('status', '?')}): {error}"

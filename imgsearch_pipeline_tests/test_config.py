@@ -1,0 +1,109 @@
+"""Bad settings are refused at launch with a message that names the setting."""
+
+import os
+import subprocess
+import sys
+
+import pydantic
+import pytest
+
+from imgsearch_pipeline.assets.evaluation import RecallReportConfig
+from imgsearch_pipeline.assets.posts import SplitConfig
+from imgsearch_pipeline.definitions import defs
+from imgsearch_pipeline.resources.profiles import ConfigurationError, resources_for, run_config_errors
+
+from .pipeline import materialize_all, pipeline_resources
+
+
+def _ops(**configs) -> dict:
+    return {"ops": {name: {"config": values} for name, values in configs.items()}}
+
+
+@pytest.fixture(scope="module")
+def job():
+    return defs.resolve_implicit_global_asset_job_def()
+
+
+@pytest.mark.parametrize(("run_config", "message"), [
+    (_ops(recall_report={"k": 0}), "recall_report: k: Input should be greater than 0"),
+    (_ops(recall_report={"k": -3}), "recall_report: k: Input should be greater than 0"),
+    (_ops(recall_report={"k": 20, "num_candidates": 10}),
+     "recall_report: num_candidates=10 must be >= k=20"),
+    (_ops(posts={"test_fraction": 0.0}), "posts: test_fraction: Input should be greater than 0"),
+    (_ops(posts={"test_fraction": 1.0}), "posts: test_fraction: Input should be less than 1"),
+    (_ops(posts={"test_fraction": 1.5}), "posts: test_fraction: Input should be less than 1"),
+    (_ops(posts={"max_pixels": 0}), "posts: max_pixels: Input should be greater than 0"),
+    (_ops(ground_truth={"k": 5}, recall_report={"k": 10}),
+     "recall_report: k=10 exceeds ground_truth k=5"),
+    (_ops(image_objects={"upload_workers": 0}),
+     "image_objects: upload_workers: Input should be greater than 0"),
+])
+def test_bad_run_config_is_named(job, run_config, message):
+    errors = run_config_errors(job, run_config)
+    assert any(message in e for e in errors), errors
+
+
+def test_good_and_default_run_config_pass(job):
+    assert run_config_errors(job, {}) == []
+    assert run_config_errors(job, _ops(recall_report={"k": 5, "num_candidates": 5},
+                                       posts={"test_fraction": 0.2})) == []
+
+
+def test_config_classes_validate_on_their_own():
+    with pytest.raises(pydantic.ValidationError, match="num_candidates=3 must be >= k=4"):
+        RecallReportConfig(k=4, num_candidates=3)
+    with pytest.raises(pydantic.ValidationError, match="less than 1"):
+        SplitConfig(test_fraction=1.0)
+
+
+def test_a_full_run_with_bad_config_stops_before_any_work(sample_dataset, tmp_path):
+    home = tmp_path / "var"
+    result = materialize_all(pipeline_resources(home, sample_dataset),
+                             run_config=_ops(recall_report={"k": 10, "num_candidates": 2}),
+                             raise_on_error=False)
+    assert not result.success
+    failures = result.get_step_failure_events()
+    assert [f.step_key for f in failures] == ["raw_posts"]
+    message = failures[0].step_failure_data.error.message
+    assert "invalid run config" in message and "num_candidates=2 must be >= k=10" in message
+    assert not (home / "tables" / "posts.parquet").exists()
+    assert not (home / "objects").exists()
+
+
+def test_a_missing_dataset_fails_raw_posts_with_the_path(tmp_path):
+    missing = tmp_path / "no" / "such" / "dataset"
+    result = materialize_all(pipeline_resources(tmp_path / "var", missing), raise_on_error=False)
+    assert not result.success
+    failures = result.get_step_failure_events()
+    assert [f.step_key for f in failures] == ["raw_posts"]
+    assert str(missing) in failures[0].step_failure_data.error.message
+    assert "does not exist" in failures[0].step_failure_data.error.message
+
+
+def test_an_empty_dataset_folder_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = materialize_all(pipeline_resources(tmp_path / "var", tmp_path / "empty"),
+                             raise_on_error=False)
+    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert "no readable parquet shard at" in message and str(tmp_path / "empty") in message
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"IMGSEARCH_EMBEDDER": "clip"},
+     "unknown embedder 'clip' (IMGSEARCH_EMBEDDER): choose one of siglip, color-texture"),
+    ({"IMGSEARCH_PROFILE": "cloud"},
+     "unknown profile 'cloud' (IMGSEARCH_PROFILE): choose one of embedded, production"),
+    ({"IMGSEARCH_DATASET": " "}, "IMGSEARCH_HOME and IMGSEARCH_DATASET must not be empty"),
+])
+def test_bad_environment_is_refused(env, message):
+    with pytest.raises(ConfigurationError) as caught:
+        resources_for({"IMGSEARCH_EMBEDDER": "color-texture", **env})
+    assert message in str(caught.value)
+
+
+def test_definitions_refuse_to_load_with_an_unknown_embedder(tmp_path):
+    env = {**os.environ, "IMGSEARCH_EMBEDDER": "clip", "IMGSEARCH_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", "import imgsearch_pipeline.definitions"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "ConfigurationError: unknown embedder 'clip' (IMGSEARCH_EMBEDDER)" in done.stderr

@@ -1,0 +1,177 @@
+"""The Elasticsearch index against a real server: the whole graph, aliases and pruning.
+
+Runs when IMGSEARCH_ES_URL is set (optionally IMGSEARCH_ES_USERNAME, IMGSEARCH_ES_PASSWORD,
+IMGSEARCH_ES_API_KEY, IMGSEARCH_ES_CA_CERTS), e.g. against `docker compose up -d
+elasticsearch` or the service container of .github/workflows/elasticsearch.yml:
+
+    IMGSEARCH_ES_URL=http://127.0.0.1:9200 IMGSEARCH_ES_PASSWORD=... \
+        .venv/bin/pytest -m elasticsearch imgsearch_pipeline_tests/test_elasticsearch_integration.py
+
+Every test works under its own randomly named alias and deletes its indices afterwards.
+"""
+
+import os
+import uuid
+
+import numpy as np
+import pytest
+
+from imgsearch_pipeline.resources.elasticsearch_index import BulkIndexingError, ElasticsearchIndex
+from imgsearch_pipeline.resources.vector_index import IndexBatch, SearchFilter
+
+from .pipeline import materialize_all, pipeline_resources
+
+ES_URL = os.environ.get("IMGSEARCH_ES_URL")
+
+pytestmark = [
+    pytest.mark.elasticsearch,
+    pytest.mark.skipif(not ES_URL, reason="IMGSEARCH_ES_URL is not set: no Elasticsearch server "
+                                          "to test against (docker compose up -d elasticsearch)"),
+]
+
+
+def make_index(**fields) -> ElasticsearchIndex:
+    env = os.environ
+    return ElasticsearchIndex(
+        url=ES_URL,
+        username=env.get("IMGSEARCH_ES_USERNAME") or None,
+        password=env.get("IMGSEARCH_ES_PASSWORD") or None,
+        api_key=env.get("IMGSEARCH_ES_API_KEY") or None,
+        ca_certs=env.get("IMGSEARCH_ES_CA_CERTS") or None,
+        index_name=f"imgsearch-test-{uuid.uuid4().hex[:10]}",
+        **fields,
+    )
+
+
+@pytest.fixture
+def indices():
+    """Makes indices under fresh names; deletes all they built when the test ends."""
+    made: list[ElasticsearchIndex] = []
+
+    def factory(**fields) -> ElasticsearchIndex:
+        made.append(make_index(**fields))
+        return made[-1]
+
+    yield factory
+    for index in made:
+        client = index.client()
+        for version in index.versions():  # by name: wildcard deletes may be disabled
+            client.options(ignore_status=404).indices.delete(index=f"{index.index_name}-{version}")
+
+
+def unit_vectors(count: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def batch(prefix: str, vectors: np.ndarray, captions=None, splits=None) -> IndexBatch:
+    ids = [f"{prefix}-{i:04d}" for i in range(len(vectors))]
+    return IndexBatch(ids=ids, vectors=vectors, captions=captions or [f"post {i}" for i in ids],
+                      splits=splits or ["train"] * len(ids), shards=["s0"] * len(ids))
+
+
+def test_whole_graph_publishes_through_the_alias(indices, sample_dataset, tmp_path):
+    index = indices(keep_versions=2)
+    resources = pipeline_resources(tmp_path / "var", sample_dataset, vector_index=index)
+    first = materialize_all(resources)
+    assert first.success
+    report = first.output_for_node("recall_report")
+    posts = first.output_for_node("posts")
+    assert report["indexed"] == posts.train == index.count()
+    assert index.live_version() == report["index_version"]
+    assert report["mean_recall"] >= 0.9
+    checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
+    assert checks and all(checks.values()), checks
+
+    second = materialize_all(resources)
+    new_version = second.output_for_node("recall_report")["index_version"]
+    assert new_version != report["index_version"]
+    assert index.live_version() == new_version
+    assert index.versions() == sorted([report["index_version"], new_version])  # keeps 2
+
+
+def test_publish_moves_the_alias_and_prune_keeps_the_live_version(indices):
+    index = indices(keep_versions=2)
+    for number in range(1, 5):
+        count = index.build(f"v{number}", 16, [batch(f"v{number}", unit_vectors(20, 16, number))])
+        assert count == 20
+    assert index.versions() == ["v1", "v2", "v3", "v4"]
+    assert index.live_version() is None
+    with pytest.raises(LookupError, match="no live index"):
+        index.search(unit_vectors(1, 16, 9)[0], 5, 20)
+
+    index.publish("v1")
+    index.publish("v3")
+    on_alias = index.client().indices.get_alias(name=index.index_name).body
+    assert list(on_alias) == [f"{index.index_name}-v3"]  # moved, never on two indices
+    assert index.live_version() == "v3"
+    query = unit_vectors(20, 16, 3)[7]
+    assert index.search(query, 3, 20)[0].uuid == "v3-0007"  # the alias answers from v3
+    assert index.search(query, 3, 20, version="v1")[0].uuid.startswith("v1-")
+
+    assert index.prune() == ["v1", "v2"]  # keeps 2: the live v3 and the newest other
+    assert index.versions() == ["v3", "v4"]
+    assert index.live_version() == "v3"
+    with pytest.raises(ValueError, match="is live"):
+        index.delete_version("v3")
+    with pytest.raises(LookupError, match="never built"):
+        index.publish("v9")
+
+
+def test_search_returns_cosine_scores_and_captions(indices):
+    index = indices()
+    vectors = unit_vectors(50, 32, 5)
+    index.build("v1", 32, [batch("doc", vectors[:25]), batch("more", vectors[25:])])
+    index.publish("v1")
+    assert index.count() == index.count("v1") == 50
+    hits = index.search(vectors[30], 5, 50)
+    assert hits[0].uuid == "more-0005" and hits[0].caption == "post more-0005"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-3)
+    exact = np.argsort(-(vectors @ vectors[30]))[:5]
+    ids = [f"doc-{i:04d}" if i < 25 else f"more-{i - 25:04d}" for i in exact]
+    assert [h.uuid for h in hits] == ids
+    assert [h.score for h in hits] == pytest.approx(sorted(vectors[exact] @ vectors[30])[::-1],
+                                                    abs=1e-3)
+
+
+def test_filters_apply_inside_the_knn_search(indices):
+    index = indices()
+    vectors = unit_vectors(6, 8, 11)
+    captions = ["a red cat", "a blue cat", "a red dog", "red cat sleeping", "green cat", "red car"]
+    splits = ["train", "train", "train", "test", "train", "train"]
+    index.build("v1", 8, [batch("p", vectors, captions, splits)])
+    index.publish("v1")
+    red_cats = index.search(vectors[1], 6, 50, search_filter=SearchFilter(("red", "cat")))
+    assert sorted(h.uuid for h in red_cats) == ["p-0000", "p-0003"]
+    train_red_cats = index.search(vectors[1], 6, 50,
+                                  search_filter=SearchFilter(("red", "cat"), split="train"))
+    assert [h.uuid for h in train_red_cats] == ["p-0000"]
+
+
+@pytest.mark.parametrize("index_type", ["int8_hnsw", "bbq_hnsw"])
+def test_quantised_types_rescore_to_the_exact_neighbour(indices, index_type):
+    index = indices(index_type=index_type, oversample=3.0)
+    vectors = unit_vectors(200, 64, 7)
+    index.build("v1", 64, [batch("q", vectors)])
+    index.publish("v1")
+    for row in (0, 99, 199):
+        top = index.search(vectors[row], 5, 100)[0]
+        assert top.uuid == f"q-{row:04d}"
+        assert top.score == pytest.approx(1.0, abs=1e-2)
+
+
+def test_rejected_documents_fail_the_build_by_name(indices):
+    index = indices()
+    vectors = unit_vectors(10, 8, 13)
+    vectors[4] = 0.0  # cosine cannot index a zero vector
+    bad = batch("r", vectors)
+    bad.ids[7] = bad.ids[6]  # and a repeated uuid is refused, not overwritten
+    with pytest.raises(BulkIndexingError) as raised:
+        index.build("v1", 8, [bad])
+    failures = raised.value.failures
+    assert len(failures) == 2
+    assert any(f.startswith("r-0004 (index, status 400)") for f in failures)  # zero vector
+    assert any(f.startswith("r-0006") and "repeated uuid" in f for f in failures)
+    assert "2 of 10 documents rejected" in str(raised.value)
+    assert index.versions() == []  # the half-built version is gone, nothing published
+    assert index.live_version() is None
