@@ -18,7 +18,7 @@ $(BIN)/dagster: pyproject.toml constraints.txt
 setup: $(BIN)/dagster
 
 $(SAMPLE)/README.json: | $(BIN)/dagster
-	$(BIN)/python -m imgsearch_pipeline.sample_data $(SAMPLE) --images 2000 --shards 2
+	$(BIN)/python -m imgsearch_pipeline.sample_data $(SAMPLE) --images 20000 --shards 4
 
 # The whole pipeline on the sample data with the embedded backends. The partition range
 # makes the one run cover all 16 embedding buckets (docs/operations.md).
