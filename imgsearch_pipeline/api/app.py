@@ -82,6 +82,38 @@ def add_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal error")
 
 
+LOAD_ERRORS = (ServiceUnavailable, ModelUnavailableError, ConfigurationError, LookupError)
+
+
+def _load_into(app: FastAPI, environ: Mapping[str, str] | None, settings: ApiSettings) -> None:
+    """Load the live version's service; on failure keep what is served and say why."""
+    try:
+        app.state.service = load_service(environ, settings)
+        app.state.load_error = None
+    except LOAD_ERRORS as error:
+        # Stay up and say why on /health and every search (503) rather than crash-loop.
+        app.state.load_error = str(error)
+        log.error("search index not loaded: %s", error)
+
+
+async def follow_live_index(app: FastAPI, environ: Mapping[str, str] | None,
+                            settings: ApiSettings) -> None:
+    """Serve each newly published version: poll the live pointer (or alias) and swap in a
+    service loaded off the request path; requests keep the old one until it is ready."""
+    while True:
+        await anyio.sleep(settings.live_check_s)
+        service = app.state.service
+        try:
+            if service is not None:
+                live = await anyio.to_thread.run_sync(service.index.live_version)
+                if live is None or live == service.version:
+                    continue
+                log.info("index version %s is live (serving %s): loading it", live, service.version)
+            await anyio.to_thread.run_sync(_load_into, app, environ, settings)
+        except Exception as error:  # backend unreachable for a moment: keep serving, retry
+            log.warning("cannot check the live index version: %s", type(error).__name__)
+
+
 def create_app(environ: Mapping[str, str] | None = None,
                settings: ApiSettings | None = None) -> FastAPI:
     """The app; the model and index load once at start (``environ`` defaults to os.environ)."""
@@ -92,13 +124,11 @@ def create_app(environ: Mapping[str, str] | None = None,
         app.state.limiter = anyio.CapacityLimiter(chosen.inference_threads)
         app.state.service = None
         app.state.load_error = None
-        try:
-            app.state.service = await anyio.to_thread.run_sync(load_service, environ, chosen)
-        except (ServiceUnavailable, ModelUnavailableError, ConfigurationError, LookupError) as error:
-            # Stay up and say why on /health and every search (503) rather than crash-loop.
-            app.state.load_error = str(error)
-            log.error("search index not loaded: %s", error)
-        yield
+        await anyio.to_thread.run_sync(_load_into, app, environ, chosen)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(follow_live_index, app, environ, chosen)
+            yield
+            tasks.cancel_scope.cancel()
 
     app = FastAPI(
         title="imgsearch",

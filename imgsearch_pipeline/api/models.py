@@ -32,7 +32,7 @@ class Health(BaseModel):
     documents: int = 0
     index_version: str | None = Field(None, description="The version this process serves.")
     live_version: str | None = Field(
-        None, description="The version the index marks live now; restart to serve a newer one.")
+        None, description="The version the index marks live now; served within seconds.")
     model_id: str | None = None
     backend: str | None = None
     text_search: bool = False

@@ -187,7 +187,7 @@ async def health(request: Request) -> JSONResponse:
     except Exception as error:  # the index backend is unreachable: report it, stay up
         live, message = None, f"cannot read the live version: {type(error).__name__}"
     else:
-        message = None if live == service.version else "a newer version is live: restart to serve it"
+        message = None if live == service.version else "a newer version is live: loading it"
     body = Health(status="ok", index_loaded=True, documents=service.documents,
                   index_version=service.version, live_version=live,
                   model_id=service.model.model_id, backend=service.index.backend,

@@ -19,11 +19,10 @@ from ..core.vectors import model_slug, read_vectors
 from ..resources.embedders import EmbeddingModel
 from ..resources.object_store import ObjectStore
 from ..resources.profiles import resources_for
-from ..resources.vector_index import Hit, SearchFilter, VectorIndex
+from ..resources.vector_index import DEFAULT_NUM_CANDIDATES, Hit, SearchFilter, VectorIndex
 from .settings import ApiSettings
 
 log = logging.getLogger(__name__)
-DEFAULT_CANDIDATES = 64  # as the demo's recall report
 
 
 class ServiceUnavailable(RuntimeError):
@@ -138,7 +137,7 @@ class SearchService:
         if num_candidates is None:
             # A filter hides most of the graph from the traversal: let it explore further.
             wide = 10 if search_filter is not None else 2
-            candidates = min(max(DEFAULT_CANDIDATES, wide * fetch), self.settings.max_candidates)
+            candidates = min(max(DEFAULT_NUM_CANDIDATES, wide * fetch), self.settings.max_candidates)
         hits = self.index.search(vector, fetch, candidates, version=self.version,
                                  search_filter=search_filter)
         hits = [hit for hit in hits if hit.uuid != exclude]

@@ -17,7 +17,7 @@ from ..core.report import latency_figure_png, png_markdown, report_markdown
 from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
 from ..core.vectors import read_vectors
 from ..resources.storage import TableStore
-from ..resources.vector_index import VectorIndex
+from ..resources.vector_index import DEFAULT_NUM_CANDIDATES, VectorIndex
 
 
 class GroundTruthConfig(dg.Config):
@@ -67,8 +67,8 @@ def ground_truth(
 
 class RecallReportConfig(dg.Config):
     k: int = Field(10, gt=0, description="Recall@k and the number of hits asked for.")
-    # 128 with m=32, ef_construction=200: Recall@10 >= 0.997 at 27k x 768 (benchmarks/README.md).
-    num_candidates: int = Field(128, gt=0, description="Candidates per search (HNSW ef).")
+    num_candidates: int = Field(DEFAULT_NUM_CANDIDATES, gt=0,
+                                description="Candidates per search (HNSW ef).")
     max_queries: int | None = Field(None, gt=0, description="Evaluate only the first N queries.")
 
     @model_validator(mode="after")
@@ -102,7 +102,7 @@ def recall_report(
     queries = queries[[order[u] for u in query_ids]] if query_ids else queries
     corpus_ids, corpus = read_vectors(image_embeddings.folder, uuids_of_split(posts.path, "train"))
 
-    progress = Progress("queries evaluated", len(query_ids), context.log.info)
+    progress = Progress("searches timed (ANN, then exact)", 2 * len(query_ids), context.log.info)
 
     def ann(vector: np.ndarray) -> list[str]:
         return [h.uuid for h in vector_index.search(vector, config.k, config.num_candidates,

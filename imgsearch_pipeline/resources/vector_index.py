@@ -20,6 +20,10 @@ import pyarrow.parquet as pq
 from ..core.ids import check_version
 from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
 
+# Searches' default breadth: with m=32 and ef_construction=200 (VectorIndex's defaults) the
+# smallest num_candidates reaching Recall@10 >= 0.997 at 27k x 768 (benchmarks/README.md).
+DEFAULT_NUM_CANDIDATES = 128
+
 
 @dataclass
 class IndexBatch:
