@@ -1,9 +1,11 @@
 """The API's routes: image, text and more-like-this search, images, health."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import anyio
+import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
@@ -90,6 +92,20 @@ async def _in_worker(request: Request, function):
     return await anyio.to_thread.run_sync(function, limiter=request.app.state.limiter)
 
 
+async def _embed_and_search(request: Request, response: Response, service: SearchService,
+                            options: SearchOptions, query: str,
+                            embed: Callable[[Timings], np.ndarray]) -> SearchResponse:
+    """Embed the query and search, in a worker thread; the vector never leaves it."""
+    timings = Timings()
+
+    def run() -> list[Result]:
+        return service.search(embed(timings), options.k, options.num_candidates,
+                              options.search_filter, options.collapse, timings)
+
+    results = await _in_worker(request, run)
+    return _answer(request, response, service, query, options.k, results, timings)
+
+
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
         "type": "object", "required": ["image"],
@@ -109,15 +125,8 @@ async def search_by_image(request: Request, response: Response, service: Service
     body = await read_capped(request.stream(), service.settings.max_upload_bytes,
                              request.headers.get("content-length"))
     data = image_from_body(body, request.headers.get("content-type"))
-    timings = Timings()
-
-    def run() -> list[Result]:
-        vector = service.embed_image(data, timings)
-        return service.search(vector, options.k, options.num_candidates, options.search_filter,
-                              options.collapse, timings)
-
-    results = await _in_worker(request, run)
-    return _answer(request, response, service, "image", options.k, results, timings)
+    return await _embed_and_search(request, response, service, options, "image",
+                                   lambda timings: service.embed_image(data, timings))
 
 
 @router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text")
@@ -127,15 +136,8 @@ async def search_by_text(
                                description="What to look for, in words.")],
 ) -> SearchResponse:
     """Text-to-image search with the model's text tower (SigLIP); 400 for image-only models."""
-    timings = Timings()
-
-    def run() -> list[Result]:
-        vector = service.embed_text(text, timings)
-        return service.search(vector, options.k, options.num_candidates, options.search_filter,
-                              options.collapse, timings)
-
-    results = await _in_worker(request, run)
-    return _answer(request, response, service, "text", options.k, results, timings)
+    return await _embed_and_search(request, response, service, options, "text",
+                                   lambda timings: service.embed_text(text, timings))
 
 
 @router.get("/images/{uuid}/similar", response_model=SearchResponse, responses=ERRORS,
