@@ -88,7 +88,8 @@ def vector_stats(folder: str, dim: int) -> dict:
 
 
 @dg.asset_check(asset=image_embeddings, blocking=True,
-                description="Vectors are finite, unit length, with the model's dims.")
+                description="Vectors are finite, unit length, and all of one size (the "
+                            "model's output, as its parts were written).")
 def embeddings_are_unit_vectors(image_embeddings: EmbeddingSet) -> dg.AssetCheckResult:
     stats = vector_stats(image_embeddings.folder, image_embeddings.dim)
     passed = stats.pop("passed")

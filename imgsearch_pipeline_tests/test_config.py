@@ -10,7 +10,8 @@ import pytest
 from imgsearch_pipeline.assets.evaluation import RecallReportConfig
 from imgsearch_pipeline.assets.posts import SplitConfig
 from imgsearch_pipeline.definitions import defs
-from imgsearch_pipeline.resources.profiles import ConfigurationError, resources_for, run_config_errors
+from imgsearch_pipeline.resources.profiles import ConfigurationError, resources_for
+from imgsearch_pipeline.run_config import run_config_errors
 
 from .pipeline import materialize_all, pipeline_resources
 

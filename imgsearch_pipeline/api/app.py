@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.images import ImageRejected
 from ..resources.embedders import ModelUnavailableError, TextNotSupportedError
-from ..resources.profiles import ConfigurationError
+from ..resources.environment import ConfigurationError
 from .routes import ServiceNotReady, router
 from .service import ServiceUnavailable, load_service
 from .settings import ApiSettings

@@ -25,7 +25,7 @@ from ..core.embedding import embed_in_batches
 from ..core.images import DEFAULT_MAX_PIXELS, load_rgb
 from ..core.progress import Progress
 from ..core.tables import write_table_atomic
-from ..core.vectors import embedded_uuids, model_slug, vectors_table
+from ..core.vectors import embedded_uuids, model_slug, stored_dim, vectors_table
 from ..resources.embedders import Embedder, EmbeddingModel
 from ..resources.object_store import ObjectStore
 from ..resources.storage import TableStore
@@ -188,9 +188,11 @@ def image_embeddings(
     embedder: Embedder,
     tables: TableStore,
 ) -> dg.Output[EmbeddingSet]:
-    """The model's embeddings of the current posts, all buckets together."""
-    model = embedder.load()
-    folder = tables.path("embeddings", model_slug(model.model_id))
+    """The model's embeddings of the current posts, all buckets together.
+
+    Reads the stored parts only: the model itself is not loaded here."""
+    model_id = embedder.model_id
+    folder = tables.path("embeddings", model_slug(model_id))
     table = pq.read_table(posts.path, columns=["uuid", "split"])
     split_of = dict(zip(table.column("uuid").to_pylist(), table.column("split").to_pylist(),
                         strict=True))
@@ -202,11 +204,11 @@ def image_embeddings(
     if missing:
         context.log.warning(f"{missing:,} posts have no embedding (failed images or buckets not "
                             "run yet); the index is built without them")
-    value = EmbeddingSet(str(folder), model.model_id, model.dim, len(present), train,
-                         len(present) - train)
+    dim = stored_dim(folder) or 0
+    value = EmbeddingSet(str(folder), model_id, dim, len(present), train, len(present) - train)
     return dg.Output(value, metadata={
-        "model_id": model.model_id,
-        "dim": model.dim,
+        "model_id": model_id,
+        "dim": dim,
         "total": len(present),
         "train": train,
         "test": len(present) - train,

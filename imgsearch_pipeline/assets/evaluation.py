@@ -22,7 +22,7 @@ from ..resources.vector_index import DEFAULT_NUM_CANDIDATES, VectorIndex
 
 class GroundTruthConfig(dg.Config):
     # 10 = the report's k. Top-k selection is the cost beyond the matrix product: k=100
-    # measured 1.34x the bare matmul, k=10 1.19x (benchmarks/README.md). Raise it together
+    # measured 1.37x the bare matmul, k=10 1.21x (benchmarks/README.md). Raise it together
     # with recall_report's k for recall@k beyond 10.
     k: int = Field(10, gt=0, description="Neighbours kept per query (reports use up to k).")
     batch_size: int = Field(1024, gt=0, description="Queries per matrix product.")
@@ -92,8 +92,6 @@ def recall_report(
     """Recall@k of the new index version against the exact answers, and both latencies."""
     if config.k > ground_truth.k:
         raise dg.Failure(f"k={config.k} exceeds the ground truth's k={ground_truth.k}")
-    if config.num_candidates < config.k:
-        raise dg.Failure(f"num_candidates={config.num_candidates} must be >= k={config.k}")
     truth = pq.read_table(ground_truth.path).to_pydict()
     query_ids = truth["query"][: config.max_queries]
     expected = [n[: config.k] for n in truth["neighbours"][: config.max_queries]]

@@ -1,8 +1,5 @@
 """Stage 3: each post's image stored once in the object store, under a key by uuid."""
 
-import time
-from collections.abc import Callable
-
 import dagster as dg
 import pyarrow.parquet as pq
 from pydantic import Field
@@ -10,6 +7,7 @@ from pydantic import Field
 from ..artifacts import ImageObjects, PostsTable, ShardInventory
 from ..core.posts import image_bytes_column
 from ..core.progress import Progress
+from ..core.retry import with_retries
 from ..core.shards import ShardError, iter_batches
 from ..resources.object_store import ObjectStore
 from ..resources.storage import PostsDataset
@@ -20,28 +18,6 @@ class ImageObjectsConfig(dg.Config):
     upload_batch: int = Field(64, gt=0, description="Objects per put_many call.")
     retries: int = Field(3, ge=0, description="Retries of a failed batch (puts are idempotent).")
     retry_delay_s: float = Field(1.0, ge=0, description="First wait before a retry; doubles.")
-
-
-# Errors that say the request itself is wrong: retrying cannot help.
-_PERMANENT = (ValueError, TypeError, KeyError)
-
-
-def with_retries(call: Callable[[], int], retries: int, delay_s: float,
-                 log: Callable[[str], None]) -> int:
-    """Run ``call``; on a transient error wait and try again, up to ``retries`` more times."""
-    for attempt in range(retries + 1):
-        try:
-            return call()
-        except _PERMANENT:
-            raise
-        except Exception as error:
-            if attempt == retries:
-                raise
-            wait = delay_s * 2**attempt
-            log(f"object store error ({type(error).__name__}: {error}); retry "
-                f"{attempt + 1}/{retries} in {wait:.1f} s")
-            time.sleep(wait)
-    raise AssertionError("unreachable")
 
 
 @dg.asset(group_name="storage", kinds={"s3"})

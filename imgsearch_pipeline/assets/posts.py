@@ -15,8 +15,9 @@ from ..core.posts import posts_table, reason_counts, rejects_table, scan_batch
 from ..core.progress import Progress
 from ..core.shards import ShardError, iter_batches
 from ..core.tables import write_table_atomic
-from ..resources.profiles import ConfigurationError, check_run_config
+from ..resources.environment import ConfigurationError
 from ..resources.storage import PostsDataset, TableStore
+from ..run_config import check_run_config
 
 PREVIEW_ROWS = 100  # rows of the quarantine shown in the UI; the table holds all of them
 

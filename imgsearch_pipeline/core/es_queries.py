@@ -36,7 +36,8 @@ def index_body(
     replicas: int = 0,
     meta: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Settings and mapping of one index version.
+    """Settings and mapping of one index version (``m`` and ``ef_construction`` default to
+    Elasticsearch's own; ``ElasticsearchIndex`` passes the tuned ``VectorIndex`` values).
 
     Refresh is off while the build runs (the index is not searched until it is published);
     ``finish_settings`` turns it back on. Vectors stay out of ``_source`` so hits are small.

@@ -70,19 +70,28 @@ def open_location(location: str, environ: Mapping[str, str] | None = None
     return pafs.LocalFileSystem(), location
 
 
-def find_shard_paths(location: str) -> tuple[pafs.FileSystem, list[str]]:
+def list_shard_files(location: str) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+    """The ``.parquet`` files at a location (a file, or a folder searched recursively), by
+    path: one directory listing (one LIST on S3), no file opened."""
     filesystem, root = open_location(location)
     info = filesystem.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"dataset location does not exist: {location}")
     if info.type == pafs.FileType.File:
-        return filesystem, [root]
-    selector = pafs.FileSelector(root, recursive=True)
-    paths = sorted(
-        f.path for f in filesystem.get_file_info(selector)
-        if f.type == pafs.FileType.File and f.path.endswith(".parquet")
-    )
-    return filesystem, paths
+        return filesystem, [info]
+    entries = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+    files = [f for f in entries if f.type == pafs.FileType.File and f.path.endswith(".parquet")]
+    return filesystem, sorted(files, key=lambda f: f.path)
+
+
+def fingerprint(info: pafs.FileInfo) -> str:
+    """``size-mtime_ns``: a file rewritten in place gets a new fingerprint."""
+    return f"{info.size}-{info.mtime_ns or 0}"
+
+
+def find_shard_paths(location: str) -> tuple[pafs.FileSystem, list[str]]:
+    filesystem, files = list_shard_files(location)
+    return filesystem, [f.path for f in files]
 
 
 def validate_schema(path: str, schema: pa.Schema) -> None:
@@ -106,8 +115,7 @@ def describe_shard(filesystem: pafs.FileSystem, path: str) -> Shard:
     except Exception as exc:
         raise ShardError(f"{path}: not a readable parquet file ({exc})") from exc
     validate_schema(path, schema)
-    mtime = info.mtime_ns or 0
-    return Shard(path, metadata.num_rows, info.size, metadata.num_row_groups, f"{info.size}-{mtime}")
+    return Shard(path, metadata.num_rows, info.size, metadata.num_row_groups, fingerprint(info))
 
 
 def iter_batches(

@@ -27,6 +27,12 @@ def vectors_table(uuids: list[str], splits: list[str], model_id: str, vectors: n
     })
 
 
+def stored_dim(folder: str | Path) -> int | None:
+    """The vector size of the stored parts (from a parquet schema), None if there are none."""
+    part = next(iter(sorted(Path(folder).glob("**/part-*.parquet"))), None)
+    return None if part is None else pq.read_schema(part).field("vector").type.list_size
+
+
 def embedded_uuids(folder: str | Path) -> set[str]:
     table = read_parts(folder, columns=["uuid"])
     return set() if table is None else set(table.column("uuid").to_pylist())

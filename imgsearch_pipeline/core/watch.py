@@ -4,9 +4,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-import pyarrow.fs as pafs
-
-from .shards import open_location
+from .shards import fingerprint, list_shard_files
 
 
 def shard_fingerprints(location: str) -> dict[str, str]:
@@ -14,19 +12,8 @@ def shard_fingerprints(location: str) -> dict[str, str]:
 
     One directory listing (one LIST on S3); no file is opened, so a tick stays cheap.
     """
-    filesystem, root = open_location(location)
-    info = filesystem.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"dataset location does not exist: {location}")
-    if info.type == pafs.FileType.File:
-        entries = [info]
-    else:
-        entries = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
-    return {
-        f.path: f"{f.size}-{f.mtime_ns or 0}"
-        for f in entries
-        if f.type == pafs.FileType.File and f.path.endswith(".parquet")
-    }
+    _, files = list_shard_files(location)
+    return {f.path: fingerprint(f) for f in files}
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import dagster as dg
 import numpy as np
 from pydantic import Field, PrivateAttr, field_validator
 
 from ..core import es_queries as q
+from .environment import resolved
 from .vector_index import Hit, IndexBatch, SearchFilter, VectorIndex
-
-
-def resolved(value: Any) -> Any:
-    """The value of a field that may still be a ``dg.EnvVar`` (outside a Dagster run,
-    e.g. in the API, resources are used as constructed)."""
-    return value.get_value() if isinstance(value, dg.EnvVar) else value
 
 
 class BulkIndexingError(RuntimeError):

@@ -52,6 +52,11 @@ class Embedder(dg.ConfigurableResource, ABC):
 
     batch_size: int = 32
 
+    @property
+    @abstractmethod
+    def model_id(self) -> str:
+        """What identifies the embeddings (their folder), known without loading the model."""
+
     @abstractmethod
     def load(self) -> EmbeddingModel: ...
 
@@ -76,6 +81,10 @@ class ColorTextureEmbedder(Embedder):
     """Colour histogram, gradient and layout features: no weights, for demos and CI."""
 
     batch_size: int = 64
+
+    @property
+    def model_id(self) -> str:
+        return ColorTextureModel.model_id
 
     def load(self) -> EmbeddingModel:
         return ColorTextureModel()
@@ -166,6 +175,10 @@ class SiglipEmbedder(Embedder):
     model_name: str = DEFAULT_SIGLIP
     device: str = "auto"
     half_precision: bool = True
+
+    @property
+    def model_id(self) -> str:
+        return self.model_name
 
     def load(self) -> EmbeddingModel:
         device = pick_device(self.device)

@@ -31,6 +31,7 @@ from dagster_aws.s3 import S3Resource
 
 from ..core.shards import s3_endpoint
 from .elasticsearch_index import ElasticsearchIndex
+from .environment import ConfigurationError
 from .s3_store import S3ObjectStore
 
 REQUIRED = ("IMGSEARCH_ES_URL", "IMGSEARCH_S3_BUCKET")
@@ -42,8 +43,6 @@ def _secret(env: Mapping[str, str], name: str) -> dg.EnvVar | None:
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    from .profiles import ConfigurationError
-
     raw = env.get(name)
     if not raw:
         return default
@@ -55,8 +54,6 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 def production_backends(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """{"object_store": S3ObjectStore, "vector_index": ElasticsearchIndex} from the environment."""
-    from .profiles import ConfigurationError
-
     env = os.environ if environ is None else environ
     missing = [name for name in REQUIRED if not env.get(name)]
     if missing:

@@ -13,18 +13,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr, field_validator
 
+from .environment import resolved
 from .object_store import ObjectStore, check_key
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
-
-def resolved(value: Any) -> Any:
-    """The value of a field that may still be a ``dg.EnvVar`` (outside a Dagster run)."""
-    return value.get_value() if isinstance(value, dg.EnvVar) else value
 
 
 def error_code(exc: Exception) -> str:
