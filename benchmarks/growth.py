@@ -8,9 +8,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from imgsearch_pipeline.core.layout import Layout
+
 MEMORY_LIMIT_MB = 1536
-# As `make demo` runs it: one run covers every embedding bucket.
-PARTITIONS = ("--partition-range", "00...15")
 ROOT = Path(__file__).resolve().parent.parent
 
 # Runs the CLI a user runs (`make demo`) and reports the largest RSS of any process in
@@ -41,7 +41,7 @@ def materialize(data: Path) -> dict:
                "IMGSEARCH_DATASET": str(data), "IMGSEARCH_EMBEDDER": "color-texture",
                "IMGSEARCH_PROFILE": "embedded"}
         command = [sys.executable, "-c", _WRAPPER, str(Path(sys.executable).parent / "dagster"),
-                   "asset", "materialize", "--select", "*", *PARTITIONS, "-m", "imgsearch_pipeline",
+                   "asset", "materialize", "--select", "*", "-m", "imgsearch_pipeline",
                    "-c", str(ROOT / "config" / "demo.yaml")]
         out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
@@ -50,7 +50,7 @@ def materialize(data: Path) -> dict:
         _, rc, wall, maxrss_kb = line.split()
         if int(rc) != 0:
             raise RuntimeError(f"graph run failed (rc {rc}): {out.stderr[-3000:]}")
-        report_path = Path(tmp) / "var" / "tables" / "reports" / "recall_report.json"
+        report_path = Path(Layout.at(f"{tmp}/var").report("recall_report.json"))
         report = json.loads(report_path.read_text()) if report_path.is_file() else {}
         return {"wall_s": float(wall), "peak_rss_mb": int(maxrss_kb) / 1024,
                 "recall": report.get("mean_recall"), "indexed": report.get("indexed"),

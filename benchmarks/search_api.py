@@ -16,10 +16,11 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
+
+from imgsearch_pipeline.resources.profiles import resources_for
 
 from .common import percentiles_ms
 
@@ -41,10 +42,11 @@ def _stages(header: str) -> dict[str, float]:
     return stages
 
 
-def _query_images(home: Path, count: int) -> list[bytes]:
-    posts = pq.read_table(home / "tables" / "posts.parquet", columns=["key"]).column("key").to_pylist()
+def _query_images(resources: dict, count: int) -> list[bytes]:
+    layout = resources["home"].layout
+    posts = pq.read_table(layout.posts, columns=["key"]).column("key").to_pylist()
     keys = random.Random(0).sample(posts, min(count, len(posts)))
-    return [(home / "objects" / key).read_bytes() for key in keys]
+    return [resources["object_store"].get(key) for key in keys]
 
 
 def main() -> int:
@@ -54,14 +56,14 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
 
-    home = Path(os.environ.get("IMGSEARCH_HOME", "var"))
-    if not (home / "index" / "LIVE").is_file():
-        print(f"no live index under {home}: run `make demo` first", file=sys.stderr)
+    env = {**os.environ, "IMGSEARCH_EMBEDDER": os.environ.get("IMGSEARCH_EMBEDDER", "color-texture")}
+    resources = resources_for(env)
+    if resources["vector_index"].live_version() is None:
+        print(f"no live index under {resources['home'].layout.root}: run `make demo` first",
+              file=sys.stderr)
         return 1
-    images = _query_images(home, 100)
+    images = _query_images(resources, 100)
     port = _free_port()
-    env = {**os.environ, "IMGSEARCH_HOME": str(home),
-           "IMGSEARCH_EMBEDDER": os.environ.get("IMGSEARCH_EMBEDDER", "color-texture")}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "imgsearch_pipeline.api.app:app", "--host", "127.0.0.1",
          "--port", str(port), "--no-access-log", "--log-level", "warning"], env=env)

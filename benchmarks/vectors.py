@@ -11,9 +11,10 @@ from .common import PROTOTYPE
 
 
 def asset_vectors(home: Path, need: int) -> tuple[np.ndarray, str] | None:
+    from imgsearch_pipeline.core.layout import Layout
     from imgsearch_pipeline.core.vectors import read_vectors
 
-    root = home / "tables" / "embeddings"
+    root = Path(Layout.at(home).embeddings_root)
     for folder in sorted(root.glob("*")) if root.is_dir() else []:
         _, vectors = read_vectors(str(folder))
         if len(vectors) >= need:

@@ -1,6 +1,11 @@
-"""The small values assets hand to each other: where a table is and what it holds."""
+"""The small values assets hand to each other: where a table is, what it holds, and how
+to read it. Locations come from ``core.layout.Layout``; readers need nothing else."""
 
 from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,8 @@ class ShardInventory:
 
 @dataclass(frozen=True)
 class PostsTable:
+    """The posts table (one row per distinct image) and its quarantine of rejected rows."""
+
     path: str
     rejects_path: str
     posts: int
@@ -25,6 +32,19 @@ class PostsTable:
     test: int
     duplicates: int
     rejected: int
+
+    def read(self, columns: list[str]) -> pa.Table:
+        return pq.read_table(self.path, columns=columns)
+
+    def uuids(self, split: str) -> set[str]:
+        table = self.read(["uuid", "split"])
+        return set(table.filter(pc.equal(table.column("split"), split)).column("uuid").to_pylist())
+
+    def display_fields(self) -> dict[str, dict]:
+        """uuid -> {caption, split, shard} for documents in an index."""
+        names = pq.read_schema(self.path).names
+        columns = [c for c in ("uuid", "caption", "split", "shard") if c in names]
+        return {row["uuid"]: row for row in self.read(columns).to_pylist()}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from pathlib import PurePosixPath
 
 import dagster as dg
 import numpy as np
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from .artifacts import EmbeddingSet, ImageObjects, IndexBuild, PostsTable
@@ -32,7 +31,7 @@ class RecallGateConfig(dg.Config):
 
 @dg.asset_check(asset=posts, blocking=True, description="No uuid is in both train and test.")
 def split_is_disjoint(posts: PostsTable) -> dg.AssetCheckResult:
-    table = pq.read_table(posts.path, columns=["uuid", "split"])
+    table = posts.read(["uuid", "split"])
     splits: dict[str, set[str]] = {}
     for u, split in zip(table.column("uuid").to_pylist(), table.column("split").to_pylist(),
                         strict=True):
@@ -65,7 +64,7 @@ def object_counts(post_keys: list[str], stored_keys: list[str]) -> dict[str, int
 def one_object_per_post(
     image_objects: ImageObjects, posts: PostsTable, object_store: ObjectStore
 ) -> dg.AssetCheckResult:
-    keys = pq.read_table(posts.path, columns=["key"]).column("key").to_pylist()
+    keys = posts.read(["key"]).column("key").to_pylist()
     counts = object_counts(keys, list(object_store.iter_keys("images/")))
     # Orphans (objects of posts whose shard went away) are reported, not an error.
     return dg.AssetCheckResult(
@@ -100,9 +99,9 @@ def embeddings_are_unit_vectors(image_embeddings: EmbeddingSet) -> dg.AssetCheck
 
 @dg.asset_check(asset=image_embeddings, additional_ins={"posts": dg.AssetIn("posts")},
                 description="Every post has an embedding (warns: images that failed to load "
-                            "or buckets not run yet are left out of the index).")
+                            "are left out of the index and tried again next run).")
 def embeddings_cover_posts(image_embeddings: EmbeddingSet, posts: PostsTable) -> dg.AssetCheckResult:
-    wanted = set(pq.read_table(posts.path, columns=["uuid"]).column("uuid").to_pylist())
+    wanted = set(posts.read(["uuid"]).column("uuid").to_pylist())
     missing = len(wanted - embedded_uuids(image_embeddings.folder))
     return dg.AssetCheckResult(passed=missing == 0, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"posts": len(wanted), "missing": missing})

@@ -10,10 +10,7 @@ from .schedules import reindex_schedule
 from .sensors import alerts_from_env, new_shards, report_failures
 
 defs = dg.Definitions(
-    # The single-run backfill policy on every asset lets one CLI command cover the whole
-    # graph and every embedding bucket: `--select '*' --partition-range 00...15`.
-    assets=dg.load_assets_from_modules([posts, images, embeddings, index, evaluation],
-                                       backfill_policy=dg.BackfillPolicy.single_run()),
+    assets=dg.load_assets_from_modules([posts, images, embeddings, index, evaluation]),
     asset_checks=dg.load_asset_checks_from_modules([checks]),
     jobs=[full_pipeline_job, reindex_job],
     schedules=[reindex_schedule],

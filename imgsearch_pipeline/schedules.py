@@ -11,7 +11,7 @@ import os
 
 import dagster as dg
 
-from .jobs import ALL_BUCKETS, reindex_job
+from .jobs import reindex_job
 
 
 def automation_running(environ=None) -> bool:
@@ -32,12 +32,11 @@ def make_reindex_schedule(cron: str | None = None, running: bool | None = None) 
         execution_timezone=os.getenv("IMGSEARCH_TIMEZONE", "UTC"),
         default_status=(dg.DefaultScheduleStatus.RUNNING if running
                         else dg.DefaultScheduleStatus.STOPPED),
-        description="Embeds what is new in every bucket, rebuilds, evaluates and publishes the "
+        description="Embeds what is new, rebuilds, evaluates and publishes the "
                     "index (publishing only if the recall gate passes).",
     )
     def nightly_reindex(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        # One run covers all buckets (partition-range tags, which a plain schedule cannot set).
-        return dg.RunRequest(tags={**ALL_BUCKETS, "imgsearch/trigger": "schedule"})
+        return dg.RunRequest(tags={"imgsearch/trigger": "schedule"})
 
     return nightly_reindex
 

@@ -13,7 +13,7 @@ import urllib.request
 import dagster as dg
 
 from .core.watch import compare, decode_cursor, encode_cursor, listing_digest, shard_fingerprints
-from .jobs import ALL_BUCKETS, full_pipeline_job, reindex_job
+from .jobs import full_pipeline_job, reindex_job
 from .resources.storage import PostsDataset
 from .schedules import automation_running
 
@@ -57,7 +57,7 @@ def new_shards(context: dg.SensorEvaluationContext, dataset: PostsDataset):
     return dg.SensorResult(
         run_requests=[dg.RunRequest(
             run_key=listing_digest(current),  # the same listing never runs twice
-            tags={**ALL_BUCKETS, "imgsearch/trigger": "new-shards",
+            tags={"imgsearch/trigger": "new-shards",
                   "imgsearch/shard_changes": why,
                   "imgsearch/new_shards": ", ".join(p.rsplit("/", 1)[-1] for p in new)[:200]},
         )],

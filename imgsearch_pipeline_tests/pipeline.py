@@ -4,7 +4,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from imgsearch_pipeline.core.buckets import all_buckets_tags
 from imgsearch_pipeline.definitions import defs
 from imgsearch_pipeline.resources.profiles import resources_for
 
@@ -30,12 +29,12 @@ def materialize_all(resources: dict, run_config: dict | None = None,
                     instance: dg.DagsterInstance | None = None,
                     raise_on_error: bool = True, tags: dict | None = None,
                     ) -> dg.ExecuteInProcessResult:
-    """One run of every asset and check; the embedding step covers every bucket."""
+    """One run of every asset and check."""
     return dg.materialize(
         all_assets() + all_checks(),
         resources=resources,
         run_config=run_config or {},
         instance=instance,
         raise_on_error=raise_on_error,
-        tags={**all_buckets_tags(), **(tags or {})},
+        tags=tags,
     )

@@ -20,7 +20,8 @@ from imgsearch_pipeline.api.service import collapse_near_duplicates
 from imgsearch_pipeline.api.settings import ApiSettings
 from imgsearch_pipeline.api.upload import BadUpload, image_from_body
 from imgsearch_pipeline.core.images import load_rgb
-from imgsearch_pipeline.core.vectors import model_slug, read_vectors
+from imgsearch_pipeline.core.layout import Layout
+from imgsearch_pipeline.core.vectors import read_vectors
 from imgsearch_pipeline.resources.embedders import ColorTextureModel
 from imgsearch_pipeline.resources.object_store import LocalObjectStore
 from imgsearch_pipeline.resources.vector_index import FaissHnswIndex, Hit
@@ -193,7 +194,7 @@ def test_caption_filter_applies_inside_the_search(client, demo):
 
 
 def test_collapse_folds_near_identical_hits(client, demo):
-    ids, matrix = read_vectors(demo.home / "tables/embeddings" / model_slug(ColorTextureModel.model_id))
+    ids, matrix = read_vectors(Layout.at(demo.home).embeddings(ColorTextureModel.model_id))
     vector = dict(zip(ids, matrix, strict=True))
     query = demo.held_out_with_twins()[0]
     plain = upload(client, demo.image(query), "?k=10").json()["hits"]

@@ -7,7 +7,8 @@ from fastapi.testclient import TestClient
 
 from imgsearch_pipeline.api.app import create_app
 from imgsearch_pipeline.api.settings import ApiSettings
-from imgsearch_pipeline.core.vectors import model_slug, read_vectors
+from imgsearch_pipeline.core.layout import Layout
+from imgsearch_pipeline.core.vectors import read_vectors
 from imgsearch_pipeline.resources.embedders import ColorTextureModel
 from imgsearch_pipeline.resources.vector_index import FaissHnswIndex, IndexBatch
 
@@ -30,7 +31,7 @@ def test_newly_published_version_is_served_without_restart(tmp_path_factory, sam
     home = tmp_path / "var"
     shutil.copytree(build_demo(tmp_path_factory, sample_dataset), home)  # private copy
     index = FaissHnswIndex(root=str(home / "index"))
-    ids, vectors = read_vectors(home / "tables" / "embeddings" / model_slug(ColorTextureModel.model_id))
+    ids, vectors = read_vectors(Layout.at(home).embeddings(ColorTextureModel.model_id))
     subset = ids[:40]
 
     with TestClient(create_app(demo_env(home), ApiSettings(live_check_s=0.05))) as client:

@@ -20,7 +20,7 @@ def test_materialize_command_runs_whole_graph(sample_dataset, tmp_path):
     }
     dagster = Path(sys.executable).parent / "dagster"
     completed = subprocess.run(
-        [str(dagster), "asset", "materialize", "--select", "*", "--partition-range", "00...15",
+        [str(dagster), "asset", "materialize", "--select", "*",
          "-m", "imgsearch_pipeline",
          "-c", str(PROJECT / "config" / "demo.yaml")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,

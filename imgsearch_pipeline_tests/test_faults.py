@@ -46,7 +46,7 @@ def _materialize_command(home: Path, dataset: Path, config: Path, dagster_home: 
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "IMGSEARCH_HOME": str(home),
            "IMGSEARCH_DATASET": str(dataset), "IMGSEARCH_EMBEDDER": "color-texture"}
     command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize",
-               "--select", "*", "--partition-range", "00...15", "-m", "imgsearch_pipeline",
+               "--select", "*", "-m", "imgsearch_pipeline",
                "-c", str(config)]
     return command, env
 
@@ -61,7 +61,7 @@ def test_killed_while_embedding_then_rerun_completes(tmp_path):
     # Small parts and batches: many atomic part writes, so the kill lands between two of them.
     # Steps in one process (as a small deployment runs them): the test spends its time
     # embedding, not starting a process per step.
-    config.write_text("ops:\n  embedding_buckets:\n    config:\n      part_rows: 4\n"
+    config.write_text("ops:\n  image_embeddings:\n    config:\n      part_rows: 4\n"
                       "resources:\n  embedder:\n    config:\n      batch_size: 4\n"
                       "execution:\n  config:\n    in_process: {}\n")
     command, env = _materialize_command(home, dataset, config, dagster_home)

@@ -21,7 +21,6 @@ from imgsearch_pipeline.checks import (
     object_counts,
     split_is_disjoint,
 )
-from imgsearch_pipeline.core.buckets import BUCKET_KEYS, all_buckets_tags, bucket_folder, bucket_of
 from imgsearch_pipeline.core.ids import image_uuid
 from imgsearch_pipeline.core.tables import write_table_atomic
 from imgsearch_pipeline.core.vectors import read_vectors, vectors_table
@@ -33,30 +32,19 @@ from imgsearch_pipeline.sample_data import write_dataset
 from imgsearch_pipeline.schedules import automation_running, make_reindex_schedule, reindex_schedule
 from imgsearch_pipeline.sensors import FailureAlerts, alerts_from_env, failure_text, new_shards
 
-# --- buckets and the shard listing ---------------------------------------------------------
+# --- embedding parts and the shard listing -------------------------------------------------
 
 
-def test_bucket_depends_on_the_uuid_alone_and_spreads_posts():
-    uuids = [image_uuid(str(i).encode()) for i in range(4000)]
-    first = [bucket_of(u) for u in uuids]
-    assert first == [bucket_of(u) for u in uuids]  # stable
-    counts = np.bincount([int(b) for b in first], minlength=len(BUCKET_KEYS))
-    assert set(first) == set(BUCKET_KEYS)
-    assert counts.min() > 0.7 * counts.mean() and counts.max() < 1.3 * counts.mean()
-    assert all_buckets_tags() == {"dagster/asset_partition_range_start": "00",
-                                  "dagster/asset_partition_range_end": "15"}
-    with pytest.raises(ValueError, match="unknown embedding bucket"):
-        bucket_folder("x", "16")
-
-
-def test_nested_bucket_parts_are_read_with_legacy_top_level_parts(tmp_path):
+def test_parts_are_read_once_per_uuid_and_other_files_are_not_parts(tmp_path):
     vectors = np.eye(3, dtype=np.float32)
     write_table_atomic(vectors_table(["a", "b"], ["train"] * 2, "m", vectors[:2]),
-                       tmp_path / "part-old.parquet")
+                       tmp_path / "part-1.parquet")
     write_table_atomic(vectors_table(["b", "c"], ["train"] * 2, "m", vectors[1:]),
-                       tmp_path / "bucket=03" / "part-new.parquet")
+                       tmp_path / "part-2.parquet")
+    write_table_atomic(vectors_table(["d"], ["train"], "m", vectors[:1]),
+                       tmp_path / "elsewhere" / "part-3.parquet")
     ids, matrix = read_vectors(tmp_path)
-    assert sorted(ids) == ["a", "b", "c"] and matrix.shape == (3, 3)  # "b" once
+    assert sorted(ids) == ["a", "b", "c"] and matrix.shape == (3, 3)  # "b" once, no "d"
 
 
 def test_compare_listings_and_cursor():
@@ -73,19 +61,19 @@ def test_compare_listings_and_cursor():
 # --- schedule ------------------------------------------------------------------------------
 
 
-def test_schedule_requests_a_reindex_of_every_bucket(monkeypatch):
+def test_schedule_requests_a_plain_reindex_run(monkeypatch):
     when = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
     request = reindex_schedule(dg.build_schedule_context(scheduled_execution_time=when))
     assert isinstance(request, dg.RunRequest)
-    assert request.tags["dagster/asset_partition_range_start"] == "00"
-    assert request.tags["dagster/asset_partition_range_end"] == "15"
+    assert request.tags == {"imgsearch/trigger": "schedule"}
+    assert request.partition_key is None
     assert reindex_schedule.job_name == "reindex"
     assert reindex_schedule.cron_schedule == "0 3 * * *"
     assert reindex_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     # the job it targets is the re-index: embeddings onwards, not ingest
     job = defs.resolve_job_def("reindex")
     selected = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-    assert {"embedding_buckets", "image_embeddings", "search_index", "ground_truth",
+    assert {"image_embeddings", "search_index", "ground_truth",
             "recall_report", "live_index"} <= selected
     assert not selected & {"raw_posts", "posts", "image_objects"}
 
@@ -103,13 +91,11 @@ def test_schedule_cron_and_status_are_configurable(monkeypatch):
         make_reindex_schedule(cron="every night")
 
 
-def test_scheduled_run_request_is_launchable():
-    """A tick's run request is valid for the job: the partition range is the job's buckets."""
-    request = reindex_schedule(dg.build_schedule_context())
-    job = defs.resolve_job_def("reindex")
-    partitions = job.partitions_def.get_partition_keys()
-    assert partitions[0] == request.tags["dagster/asset_partition_range_start"]
-    assert partitions[-1] == request.tags["dagster/asset_partition_range_end"]
+def test_no_job_or_asset_is_partitioned():
+    """Plain runs everywhere: no partition picker in the UI, no partition flags on the CLI."""
+    for name in ("full_pipeline", "reindex"):
+        assert defs.resolve_job_def(name).partitions_def is None
+    assert all(spec.partitions_def is None for spec in defs.resolve_all_asset_specs())
 
 
 # --- the new-shard sensor ------------------------------------------------------------------
@@ -139,7 +125,7 @@ def test_sensor_cursor_lifecycle(tmp_path):
     request = added.run_requests[0]
     assert request.tags["imgsearch/shard_changes"] == "1 new, 0 changed, 0 removed"
     assert request.tags["imgsearch/new_shards"] == "train-00002-of-00003.parquet"
-    assert request.tags["dagster/asset_partition_range_end"] == "15"
+    assert request.partition_key is None
     assert request.run_key != first.run_requests[0].run_key
     assert len(json.loads(added.cursor)) == 3
     assert isinstance(_tick(data, added.cursor, instance), dg.SkipReason)
@@ -244,7 +230,7 @@ def test_split_check_fails_on_overlap(tmp_path):
 def _embeddings(folder: Path, vectors: np.ndarray) -> EmbeddingSet:
     ids = [image_uuid(str(i).encode()) for i in range(len(vectors))]
     write_table_atomic(vectors_table(ids, ["train"] * len(ids), "m", vectors),
-                       folder / "bucket=00" / "part-x.parquet")
+                       folder / "part-x.parquet")
     return EmbeddingSet(str(folder), "m", vectors.shape[1], len(ids), len(ids), 0)
 
 

@@ -1,5 +1,6 @@
 """Operations with real runs: incremental shards through the sensor, the recall gate keeping the
-old index live, one failed bucket re-run alone, and a model change re-embedding everything."""
+old index live, unreadable images listed and re-tried alone, and a model change re-embedding
+everything."""
 
 from pathlib import Path, PurePosixPath
 
@@ -7,8 +8,6 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from imgsearch_pipeline.assets.embeddings import uuids_written_by
-from imgsearch_pipeline.core.buckets import BUCKET_KEYS, bucket_of
 from imgsearch_pipeline.definitions import defs
 from imgsearch_pipeline.jobs import full_pipeline_job, reindex_job
 from imgsearch_pipeline.resources.object_store import LocalObjectStore
@@ -58,7 +57,9 @@ def test_new_shard_is_noticed_and_only_its_posts_are_stored_and_embedded(small_d
     first = tick(small_dataset, None, instance)
     run1 = pipeline.execute_in_process(tags=first.run_requests[0].tags, instance=instance)
     before = uuids(run1)
-    assert metadata(run1, "embedding_buckets")["embedded_now"] == len(before)
+    assert metadata(run1, "image_embeddings")["embedded_now"] == len(before)
+    folder = Path(run1.output_for_node("image_embeddings").folder)
+    parts_before = files(folder)
 
     write_dataset(small_dataset.parent, images=40, shards=1, size=64, seed=11, first_shard=2)
     second = tick(small_dataset, first.cursor, instance)
@@ -69,15 +70,12 @@ def test_new_shard_is_noticed_and_only_its_posts_are_stored_and_embedded(small_d
     assert before < after and len(new) > 20
 
     assert run2.output_for_node("image_objects").uploaded == len(new)
-    buckets = metadata(run2, "embedding_buckets")
-    assert buckets["embedded_now"] == len(new) and buckets["reused"] == len(before)
-    assert metadata(run2, "image_embeddings")["embedded_now"] == len(new)
+    embedded = metadata(run2, "image_embeddings")
+    assert embedded["embedded_now"] == len(new) and embedded["reused"] == len(before)
     embeddings = run2.output_for_node("image_embeddings")
-    assert uuids_written_by(Path(embeddings.folder), run2.run_id) == new  # exactly the new posts
+    written = files(folder).keys() - parts_before.keys()
+    assert part_uuids(folder, written) == new  # exactly the new posts, in new parts
     assert embeddings.count == len(after)
-    # every bucket was covered by the one run
-    assert sorted(m.partition for m in run2.asset_materializations_for_node("embedding_buckets")) \
-        == list(BUCKET_KEYS)
     report = run2.output_for_node("recall_report")
     assert report["indexed"] == run2.output_for_node("posts").train
     assert FaissHnswIndex(root=str(tmp_path / "var/index")).live_version() == report["index_version"]
@@ -128,53 +126,62 @@ def test_failing_recall_gate_leaves_the_previous_index_live(small_dataset, tmp_p
     # with the default target the scheduled job publishes again
     passed = job("reindex", resources).execute_in_process(tags=request.tags, instance=instance)
     assert index.live_version() == passed.output_for_node("recall_report")["index_version"] != live
-    assert metadata(passed, "embedding_buckets")["embedded_now"] == 0
+    assert metadata(passed, "image_embeddings")["embedded_now"] == 0
 
 
-class BrokenBucketStore(LocalObjectStore):
-    """A store whose reads fail for the images of one bucket (a flaky backend, say)."""
+class FlakyStore(LocalObjectStore):
+    """A store whose reads fail for some images (a flaky backend, say)."""
 
-    broken_bucket: str
+    unreadable: list[str]
 
     def get(self, key: str) -> bytes:
-        if bucket_of(PurePosixPath(key).stem) == self.broken_bucket:
-            raise RuntimeError(f"object store timed out reading {key}")
+        if PurePosixPath(key).stem in self.unreadable:
+            raise OSError(f"object store timed out reading {key}")
         return super().get(key)
 
 
 def files(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("part-*.parquet")}
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("part-*.parquet")}
 
 
-def test_a_failed_bucket_reruns_alone(small_dataset, tmp_path):
+def part_uuids(folder: Path, names) -> set[str]:
+    return {u for name in names
+            for u in pq.read_table(folder / name, columns=["uuid"]).column("uuid").to_pylist()}
+
+
+def test_unreadable_images_are_listed_and_a_rerun_embeds_only_them(small_dataset, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     home = tmp_path / "var"
     good = pipeline_resources(home, small_dataset)
-    broken = {**good, "object_store": BrokenBucketStore(root=str(home / "objects"), broken_bucket="03")}
-
-    failed = materialize_all(broken, instance=instance, raise_on_error=False)
-    assert not failed.success
-    step_failure = next(e for e in failed.all_events
-                        if e.is_step_failure and e.step_key == "embedding_buckets")
-    assert "bucket(s) 03 failed" in step_failure.step_failure_data.user_failure_data.description
+    posts = sorted(uuids(materialize_all(good, instance=instance)))
     folder = next((home / "tables/embeddings").iterdir())
-    kept = files(folder)
-    assert not (folder / "bucket=03").exists()
-    assert {Path(p).parts[0] for p in kept} == {f"bucket={k}" for k in BUCKET_KEYS if k != "03"}
-    in_bucket = {u for u in uuids(failed) if bucket_of(u) == "03"}
-    assert in_bucket
+    for part in folder.glob("part-*.parquet"):
+        part.unlink()  # start the embeddings afresh, with some images unreadable
+    unreadable = posts[::7]
+    flaky = {**good, "object_store": FlakyStore(root=str(home / "objects"), unreadable=unreadable)}
 
-    rerun = dg.materialize(all_assets(), selection=["embedding_buckets"], partition_key="03",
-                           resources=good, instance=instance)
-    assert [m.partition for m in rerun.asset_materializations_for_node("embedding_buckets")] == ["03"]
-    assert metadata(rerun, "embedding_buckets")["embedded_now"] == len(in_bucket)
-    assert uuids_written_by(folder, rerun.run_id) == in_bucket
+    first = materialize_all(flaky, instance=instance, raise_on_error=False)
+    listed = metadata(first, "image_embeddings")
+    assert listed["not_embedded"] == len(unreadable) == listed["missing"]
+    assert sorted(listed["not_embedded_items"]) == unreadable
+    assert all("timed out" in reason for reason in listed["not_embedded_items"].values())
+    cover = next(e for e in first.get_asset_check_evaluations()
+                 if e.check_name == "embeddings_cover_posts")
+    assert not cover.passed and cover.metadata["missing"].value == len(unreadable)
+    kept = files(folder)
+    assert part_uuids(folder, kept) == set(posts) - set(unreadable)
+
+    rerun = dg.materialize(all_assets(), selection=["image_embeddings"], resources=good,
+                           instance=instance)
+    done = metadata(rerun, "image_embeddings")
+    assert done["embedded_now"] == len(unreadable) and done["missing"] == 0
     now = files(folder)
-    assert {p: t for p, t in now.items() if not p.startswith("bucket=03")} == kept  # untouched
+    assert {name: now[name] for name in kept} == kept  # earlier parts untouched
+    assert part_uuids(folder, now.keys() - kept.keys()) == set(unreadable)
 
     finished = materialize_all(good, instance=instance)
-    assert metadata(finished, "embedding_buckets")["embedded_now"] == 0
-    assert finished.output_for_node("image_embeddings").count == len(uuids(finished))
+    assert metadata(finished, "image_embeddings")["embedded_now"] == 0
+    assert finished.output_for_node("image_embeddings").count == len(posts)
 
 
 def test_changing_the_model_reembeds_everything_in_its_own_folder(small_dataset, tmp_path, tiny_siglip):
@@ -187,17 +194,15 @@ def test_changing_the_model_reembeds_everything_in_its_own_folder(small_dataset,
     colour_files = files(colour_folder)
 
     siglip = pipeline_resources(home, small_dataset, "siglip", model=str(tiny_siglip))
-    other = dg.materialize(all_assets(), selection=["embedding_buckets", "image_embeddings"],
-                           resources=siglip, instance=instance,
-                           tags=reindex_schedule(dg.build_schedule_context()).tags)
+    other = dg.materialize(all_assets(), selection=["image_embeddings"],
+                           resources=siglip, instance=instance)
     embeddings = other.output_for_node("image_embeddings")
     assert Path(embeddings.folder) != colour_folder and embeddings.model_id == str(tiny_siglip)
-    assert metadata(other, "embedding_buckets")["embedded_now"] == posts
-    assert metadata(other, "embedding_buckets")["reused"] == 0
+    assert metadata(other, "image_embeddings")["embedded_now"] == posts
+    assert metadata(other, "image_embeddings")["reused"] == 0
     assert embeddings.count == posts and embeddings.dim != first.output_for_node("image_embeddings").dim
     assert files(colour_folder) == colour_files  # the other model's vectors are kept as they were
 
-    back = dg.materialize(all_assets(), selection=["embedding_buckets", "image_embeddings"],
-                          resources=colour, instance=instance,
-                          tags=reindex_schedule(dg.build_schedule_context()).tags)
-    assert metadata(back, "embedding_buckets")["embedded_now"] == 0
+    back = dg.materialize(all_assets(), selection=["image_embeddings"],
+                          resources=colour, instance=instance)
+    assert metadata(back, "image_embeddings")["embedded_now"] == 0

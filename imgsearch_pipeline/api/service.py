@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ..core.images import load_rgb
-from ..core.vectors import model_slug, read_vectors
+from ..core.vectors import read_vectors
 from ..resources.embedders import EmbeddingModel
 from ..resources.object_store import ObjectStore
 from ..resources.profiles import resources_for
@@ -149,8 +149,8 @@ class SearchService:
         return results[:k]
 
 
-def _read_posts(path: Path) -> dict[str, Post]:
-    if not path.is_file():
+def _read_posts(path: str) -> dict[str, Post]:
+    if not Path(path).is_file():
         raise ServiceUnavailable(f"no posts table at {path}: run the pipeline first (make demo)")
     names = pq.read_schema(path).names
     columns = ["uuid", "key", "content_type"] + (["caption"] if "caption" in names else [])
@@ -163,7 +163,7 @@ def _read_posts(path: Path) -> dict[str, Post]:
     }
 
 
-def _read_vectors(folder: Path, model: EmbeddingModel) -> StoredVectors:
+def _read_vectors(folder: str, model: EmbeddingModel) -> StoredVectors:
     ids, matrix = read_vectors(folder)
     if not ids:
         raise ServiceUnavailable(
@@ -186,9 +186,9 @@ def load_service(environ: Mapping[str, str] | None = None,
     if version is None:
         raise ServiceUnavailable("no live index version: run the pipeline first (make demo)")
     model = resources["embedder"].load()
-    tables = resources["tables"]
-    posts = _read_posts(tables.path("posts.parquet"))
-    vectors = _read_vectors(tables.path("embeddings", model_slug(model.model_id)), model)
+    layout = resources["home"].layout
+    posts = _read_posts(layout.posts)
+    vectors = _read_vectors(layout.embeddings(model.model_id), model)
     documents = index.count(version)
     log.info("serving index version %s (%s, %d documents) with model %s",
              version, index.backend, documents, model.model_id)

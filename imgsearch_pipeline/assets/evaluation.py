@@ -11,12 +11,11 @@ from pydantic import Field, model_validator
 from ..artifacts import EmbeddingSet, GroundTruth, IndexBuild, PostsTable
 from ..core.evaluation import evaluate_queries, summarise
 from ..core.knn import exact_knn
-from ..core.posts_table import uuids_of_split
 from ..core.progress import Progress
 from ..core.report import latency_figure_png, png_markdown, report_markdown
 from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
 from ..core.vectors import read_vectors
-from ..resources.storage import TableStore
+from ..resources.storage import PipelineHome
 from ..resources.vector_index import DEFAULT_NUM_CANDIDATES, VectorIndex
 
 
@@ -34,11 +33,11 @@ def ground_truth(
     config: GroundTruthConfig,
     image_embeddings: EmbeddingSet,
     posts: PostsTable,
-    tables: TableStore,
+    home: PipelineHome,
 ) -> dg.Output[GroundTruth]:
     """Exact top-k train neighbours of every test query, by batched matrix products."""
-    corpus_ids, corpus = read_vectors(image_embeddings.folder, uuids_of_split(posts.path, "train"))
-    query_ids, queries = read_vectors(image_embeddings.folder, uuids_of_split(posts.path, "test"))
+    corpus_ids, corpus = read_vectors(image_embeddings.folder, posts.uuids("train"))
+    query_ids, queries = read_vectors(image_embeddings.folder, posts.uuids("test"))
     progress = Progress("queries answered exactly", len(query_ids), context.log.info)
     neighbours: list[list[str]] = []
     scores: list[list[float]] = []
@@ -54,14 +53,15 @@ def ground_truth(
     context.log.info(progress.summary())
     table = pa.table({"query": query_ids, "neighbours": neighbours,
                       "scores": pa.array(scores, pa.list_(pa.float32()))})
-    path = write_table_atomic(table, tables.path("ground_truth.parquet"))
-    value = GroundTruth(str(path), config.k, len(query_ids), len(corpus_ids))
+    path = home.layout.ground_truth
+    write_table_atomic(table, path)
+    value = GroundTruth(path, config.k, len(query_ids), len(corpus_ids))
     return dg.Output(value, metadata={
         "queries": len(query_ids),
         "corpus": len(corpus_ids),
         "k": config.k,
         "seconds": round(progress.elapsed_s(), 2),
-        "path": dg.MetadataValue.path(str(path)),
+        "path": dg.MetadataValue.path(path),
     })
 
 
@@ -87,7 +87,7 @@ def recall_report(
     image_embeddings: EmbeddingSet,
     posts: PostsTable,
     vector_index: VectorIndex,
-    tables: TableStore,
+    home: PipelineHome,
 ) -> dg.Output[dict]:
     """Recall@k of the new index version against the exact answers, and both latencies."""
     if config.k > ground_truth.k:
@@ -98,7 +98,7 @@ def recall_report(
     found_ids, queries = read_vectors(image_embeddings.folder, set(query_ids))
     order = {u: i for i, u in enumerate(found_ids)}
     queries = queries[[order[u] for u in query_ids]] if query_ids else queries
-    corpus_ids, corpus = read_vectors(image_embeddings.folder, uuids_of_split(posts.path, "train"))
+    corpus_ids, corpus = read_vectors(image_embeddings.folder, posts.uuids("train"))
 
     progress = Progress("searches timed (ANN, then exact)", 2 * len(query_ids), context.log.info)
 
@@ -119,7 +119,7 @@ def recall_report(
         "index_params": search_index.params,
         "model_id": image_embeddings.model_id,
     }
-    folder = tables.path("reports")
+    layout = home.layout
     per_query = pa.table({
         "query": query_ids,
         "recall": [r.recall for r in results],
@@ -128,18 +128,18 @@ def recall_report(
         "exact": expected,
         "ann": [r.found for r in results],
     })
-    write_table_atomic(per_query, folder / "recall_per_query.parquet")
-    write_text_atomic(json.dumps(report, indent=2), folder / "recall_report.json")
+    write_table_atomic(per_query, layout.report("recall_per_query.parquet"))
+    write_text_atomic(json.dumps(report, indent=2), layout.report("recall_report.json"))
     markdown = report_markdown(report)
-    write_text_atomic(markdown + "\n![latency](latency.png)\n", folder / "recall_report.md")
+    write_text_atomic(markdown + "\n![latency](latency.png)\n", layout.report("recall_report.md"))
     png = b""
     if results:
         png = latency_figure_png(np.array(per_query.column("ann_ms").to_pylist()),
                                  np.array(per_query.column("exact_ms").to_pylist()))
-        with atomic_path(folder / "latency.png") as temporary:
+        with atomic_path(layout.report("latency.png")) as temporary:
             temporary.write_bytes(png)
     context.log.info(f"mean recall@{config.k} = {report['mean_recall']:.4f} over "
-                     f"{report['queries']} queries; report at {folder / 'recall_report.md'}")
+                     f"{report['queries']} queries; report at {layout.report('recall_report.md')}")
     ann_lat, exact_lat = report["ann_latency"], report["exact_latency"]
     return dg.Output(report, metadata={
         "mean_recall": dg.MetadataValue.float(report["mean_recall"]),
@@ -155,5 +155,5 @@ def recall_report(
         "speedup_p50": dg.MetadataValue.float(report["speedup_p50"]),
         "index_version": search_index.version,
         "report": dg.MetadataValue.md(markdown + (png_markdown(png, "latency") if png else "")),
-        "report_path": dg.MetadataValue.path(str(folder / "recall_report.md")),
+        "report_path": dg.MetadataValue.path(layout.report("recall_report.md")),
     })

@@ -1,7 +1,6 @@
 """Stage 3: each post's image stored once in the object store, under a key by uuid."""
 
 import dagster as dg
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from ..artifacts import ImageObjects, PostsTable, ShardInventory
@@ -30,7 +29,7 @@ def image_objects(
     object_store: ObjectStore,
 ) -> dg.Output[ImageObjects]:
     """Uploads the images of posts not yet in the store; a re-run uploads nothing twice."""
-    table = pq.read_table(posts.path, columns=["uuid", "key", "content_type", "shard", "row"])
+    table = posts.read(["uuid", "key", "content_type", "shard", "row"])
     existing = set(object_store.iter_keys("images/"))
     wanted: dict[str, dict[int, tuple[str, str]]] = {}
     for key, content_type, shard, row in zip(

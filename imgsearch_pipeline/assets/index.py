@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from ..artifacts import EmbeddingSet, IndexBuild, PostsTable
-from ..core.posts_table import display_fields, uuids_of_split
 from ..core.progress import Progress
 from ..core.vectors import iter_vectors
 from ..resources.vector_index import IndexBatch, VectorIndex
@@ -29,8 +28,8 @@ def search_index(
     pruned = vector_index.prune()
     if pruned:
         context.log.info(f"pruned old index versions before building: {pruned}")
-    train = uuids_of_split(posts.path, "train")
-    fields = display_fields(posts.path)
+    train = posts.uuids("train")
+    fields = posts.display_fields()
     version = new_version(context.run_id)
     progress = Progress("vectors indexed", len(train), context.log.info)
 

@@ -16,7 +16,7 @@ from ..core.progress import Progress
 from ..core.shards import ShardError, iter_batches
 from ..core.tables import write_table_atomic
 from ..resources.environment import ConfigurationError
-from ..resources.storage import PostsDataset, TableStore
+from ..resources.storage import PipelineHome, PostsDataset
 from ..run_config import check_run_config
 
 PREVIEW_ROWS = 100  # rows of the quarantine shown in the UI; the table holds all of them
@@ -95,7 +95,7 @@ def posts(
     config: SplitConfig,
     raw_posts: ShardInventory,
     dataset: PostsDataset,
-    tables: TableStore,
+    home: PipelineHome,
 ) -> Iterator:
     """One row per distinct image: uuid from its bytes, train/test split, object key.
 
@@ -128,15 +128,16 @@ def posts(
                 read_failures[shard["path"]] = message
     context.log.info(progress.summary())
 
-    path = write_table_atomic(posts_table(rows), tables.path("posts.parquet"))
-    rejects_path = write_table_atomic(rejects_table(rejects), tables.path("rejected_posts.parquet"))
+    layout = home.layout
+    write_table_atomic(posts_table(rows), layout.posts)
+    write_table_atomic(rejects_table(rejects), layout.rejects)
     reasons = reason_counts(rejects)
     if rejects:  # one line, not one per row: the table holds every row with its reason
         summary = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
         context.log.warning(f"{len(rejects):,} rows rejected ({summary}); "
-                            f"see the rejected_posts asset or {rejects_path}")
+                            f"see the rejected_posts asset or {layout.rejects}")
     test = sum(1 for r in rows if r["split"] == "test")
-    value = PostsTable(str(path), str(rejects_path), len(rows), len(rows) - test, test,
+    value = PostsTable(layout.posts, layout.rejects, len(rows), len(rows) - test, test,
                        duplicates, len(rejects))
     yield dg.Output(value, metadata={
         "posts": len(rows),
@@ -147,8 +148,8 @@ def posts(
         "rows_read": progress.done,
         "rejected_by_reason": dg.MetadataValue.json(reasons),
         "failed_shards": dg.MetadataValue.json({**raw_posts.failed, **read_failures}),
-        "path": dg.MetadataValue.path(str(path)),
-        "rejects_path": dg.MetadataValue.path(str(rejects_path)),
+        "path": dg.MetadataValue.path(layout.posts),
+        "rejects_path": dg.MetadataValue.path(layout.rejects),
         "dagster/row_count": len(rows),
     })
     yield _shard_check("all_rows_read", "posts", read_failures, "could not be read to the end")

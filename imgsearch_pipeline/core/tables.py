@@ -37,10 +37,14 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
     return Path(path)
 
 
+def part_files(folder: str | Path) -> list[Path]:
+    """The ``part-*.parquet`` files of a folder, in name order."""
+    return sorted(Path(folder).glob("part-*.parquet"))
+
+
 def read_parts(folder: str | Path, columns: list[str] | None = None) -> pa.Table | None:
-    """All ``part-*.parquet`` files of a folder and its subfolders (e.g. ``bucket=07/``) as
-    one table, or None if there are none."""
-    parts = sorted(Path(folder).glob("**/part-*.parquet"))
+    """All ``part-*.parquet`` files of a folder as one table, or None if there are none."""
+    parts = part_files(folder)
     if not parts:
         return None
     return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts])

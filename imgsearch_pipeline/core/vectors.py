@@ -1,6 +1,6 @@
-"""Embedding tables: parquet parts of (uuid, split, model_id, vector)."""
+"""Embedding tables: one folder per model id of parquet parts of (uuid, split, model_id,
+vector), ``part-<hex>.parquet``, each written atomically (the resume unit)."""
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,12 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .tables import read_parts
-
-
-def model_slug(model_id: str) -> str:
-    """A folder name for a model id (``google/siglip-...`` -> ``google_siglip-...``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("._") or "model"
+from .tables import part_files, read_parts
 
 
 def vectors_table(uuids: list[str], splits: list[str], model_id: str, vectors: np.ndarray):
@@ -29,7 +24,7 @@ def vectors_table(uuids: list[str], splits: list[str], model_id: str, vectors: n
 
 def stored_dim(folder: str | Path) -> int | None:
     """The vector size of the stored parts (from a parquet schema), None if there are none."""
-    part = next(iter(sorted(Path(folder).glob("**/part-*.parquet"))), None)
+    part = next(iter(part_files(folder)), None)
     return None if part is None else pq.read_schema(part).field("vector").type.list_size
 
 
@@ -50,11 +45,9 @@ def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 def iter_vectors(
     folder: str | Path, only: set[str] | None = None
 ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(uuids, matrix) part by part, each uuid once, optionally only the uuids in ``only``.
-
-    Parts are read from the folder and its subfolders (the per-bucket ``bucket=NN/``)."""
+    """(uuids, matrix) part by part, each uuid once, optionally only the uuids in ``only``."""
     seen: set[str] = set()
-    for part in sorted(Path(folder).glob("**/part-*.parquet")):
+    for part in part_files(folder):
         table = pq.read_table(part, columns=["uuid", "vector"])
         uuids = table.column("uuid").to_pylist()
         keep = [i for i, u in enumerate(uuids)

@@ -4,17 +4,18 @@ IMGSEARCH_PROFILE   embedded (default: local folder + faiss HNSW) | production (
 IMGSEARCH_EMBEDDER  siglip (default) | color-texture (weight-free, for demos and CI)
 IMGSEARCH_MODEL     SigLIP model name or local folder (default google/siglip-base-patch16-512)
 IMGSEARCH_DATASET   folder or s3:// URI of the parquet shards (default data/sample)
-IMGSEARCH_HOME      folder for the pipeline's own files (default var)
+IMGSEARCH_HOME      folder for the pipeline's own files (default var, made absolute)
 """
 
 import os
 
 import dagster as dg
 
+from ..core.layout import Layout
 from .embedders import DEFAULT_SIGLIP, ColorTextureEmbedder, Embedder, SiglipEmbedder
 from .environment import ConfigurationError
 from .object_store import LocalObjectStore
-from .storage import PostsDataset, TableStore
+from .storage import PipelineHome, PostsDataset
 from .vector_index import FaissHnswIndex
 
 PROFILES = ("embedded", "production")
@@ -42,17 +43,18 @@ def resources_for(environ: dict[str, str] | None = None) -> dict[str, object]:
     dataset = env.get("IMGSEARCH_DATASET", "data/sample")
     if not home.strip() or not dataset.strip():
         raise ConfigurationError("IMGSEARCH_HOME and IMGSEARCH_DATASET must not be empty")
+    layout = Layout.at(home)  # absolute: values read the same from any working directory
     common = {
         "dataset": PostsDataset(location=dataset),
-        "tables": TableStore(root=f"{home}/tables"),
+        "home": PipelineHome(root=layout.root),
         "embedder": make_embedder(embedder, env.get("IMGSEARCH_MODEL", DEFAULT_SIGLIP)),
-        # Small values handed between assets (paths, counts, the report).
-        "io_manager": dg.FilesystemIOManager(base_dir=f"{home}/values"),
+        # Small values handed between assets (locations, counts, the report).
+        "io_manager": dg.FilesystemIOManager(base_dir=layout.values),
     }
     if profile == "embedded":
         return {**common,
-                "object_store": LocalObjectStore(root=f"{home}/objects"),
-                "vector_index": FaissHnswIndex(root=f"{home}/index")}
+                "object_store": LocalObjectStore(root=layout.objects),
+                "vector_index": FaissHnswIndex(root=layout.index)}
     from .production import production_backends  # only production needs its clients
 
     return {**common, **production_backends(env)}

@@ -1,9 +1,8 @@
-"""Where the pipeline keeps its own tables: posts, embeddings, ground truth, reports."""
-
-from pathlib import Path
+"""The data the pipeline reads (the dataset) and the home where it keeps its own files."""
 
 import dagster as dg
 
+from ..core.layout import Layout
 from ..core.shards import Shard, describe_shard, find_shard_paths, open_location
 
 
@@ -23,10 +22,11 @@ class PostsDataset(dg.ConfigurableResource):
         return describe_shard(filesystem, path)
 
 
-class TableStore(dg.ConfigurableResource):
-    """A local folder of parquet tables and reports, written atomically."""
+class PipelineHome(dg.ConfigurableResource):
+    """The pipeline's home (``IMGSEARCH_HOME``): its ``layout`` names every table and folder."""
 
-    root: str = "var/tables"
+    root: str = "var"
 
-    def path(self, *parts: str) -> Path:
-        return Path(self.root, *parts)
+    @property
+    def layout(self) -> Layout:
+        return Layout.at(self.root)
