@@ -1,5 +1,6 @@
 """The web page in headless Chromium against a live uvicorn on the demo index."""
 
+import contextlib
 import os
 import socket
 import threading
@@ -34,9 +35,9 @@ def demo(tmp_path_factory, sample_dataset) -> Demo:
     return Demo(build_demo(tmp_path_factory, sample_dataset))
 
 
-@pytest.fixture(scope="module")
-def server(demo):
-    config = uvicorn.Config(create_app(demo_env(demo.home)), host="127.0.0.1", port=_free_port(),
+@contextlib.contextmanager
+def _serve(env: dict):
+    config = uvicorn.Config(create_app(env), host="127.0.0.1", port=_free_port(),
                             log_level="warning", access_log=False)
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
@@ -51,24 +52,54 @@ def server(demo):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
-        tab = browser.new_page(viewport={"width": 1200, "height": 820})
-        tab.goto(server)
-        yield tab
-        browser.close()
+        yield chromium
+        chromium.close()
+
+
+def _tab(browser, url: str, console: list[str]):
+    tab = browser.new_page(viewport={"width": 1200, "height": 820})
+    tab.on("console", lambda message: console.append(message.text))
+    tab.goto(url)
+    return tab
+
+
+@pytest.fixture(scope="module")
+def server(demo):
+    with _serve(demo_env(demo.home)) as url:
+        yield url
+
+
+CONSOLE: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    tab = _tab(browser, server, CONSOLE)
+    yield tab
+    tab.close()
+
+
+def _wait(page, expression: str, timeout: float = 30_000) -> None:
+    """Poll a JS expression with evaluate (wait_for_function compiles the predicate with
+    ``new Function``, which the page's Content-Security-Policy rightly forbids)."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.05)
 
 
 def _grid(page, action) -> list[str]:
     """Run ``action`` (a user gesture) and return the grid's uuids once the answer is shown."""
     page.evaluate("document.body.dataset.state = 'waiting'")
     action()
-    page.wait_for_function("document.body.dataset.state === 'done'")
+    _wait(page, "document.body.dataset.state === 'done'")
     return page.eval_on_selector_all("#results .hit", "cards => cards.map(c => c.dataset.uuid)")
 
 
@@ -76,7 +107,7 @@ def test_upload_through_the_page_shows_near_duplicates_first(page, demo, tmp_pat
     query = demo.held_out_with_twins(twins=4)[0]
     picture = tmp_path / "query.jpg"
     picture.write_bytes(demo.image(query))
-    page.wait_for_function("document.getElementById('status').textContent.includes('images')")
+    _wait(page, "document.getElementById('status').textContent.includes('images')")
     assert "faiss-hnsw" in page.text_content("#status")
     assert page.is_disabled("#text")  # colour-texture has no text side: the page says so
 
@@ -89,7 +120,7 @@ def test_upload_through_the_page_shows_near_duplicates_first(page, demo, tmp_pat
         leading += 1
     assert leading >= min(demo.train_per_scene[demo.scene(query)], 20) // 2 >= 1
     # The thumbnails come from GET /images/{uuid}: the first rows must load and paint.
-    page.wait_for_function("[...document.querySelectorAll('#results img')].slice(0, 8)"
+    _wait(page, "[...document.querySelectorAll('#results img')].slice(0, 8)"
                            ".every(i => i.complete && i.naturalWidth > 0)", timeout=10_000)
     page.screenshot(path=SCREENSHOT or str(tmp_path / "page.png"))
 
@@ -98,6 +129,8 @@ def test_upload_through_the_page_shows_near_duplicates_first(page, demo, tmp_pat
     similar = _grid(page, lambda: page.click(f"#results .hit[data-uuid='{clicked}']"))
     assert page.get_attribute("#results", "data-query") == "similar"
     assert clicked not in similar and demo.scene(similar[0]) == demo.scene(clicked)
+    # The page works under its Content-Security-Policy: nothing was blocked.
+    assert not [m for m in CONSOLE if "Content Security Policy" in m], CONSOLE
 
 
 def test_a_rejected_file_shows_the_reason(page, tmp_path):
@@ -105,3 +138,29 @@ def test_a_rejected_file_shows_the_reason(page, tmp_path):
     bad.write_bytes(b"not really a picture")
     assert _grid(page, lambda: page.set_input_files("#file", str(bad))) == []
     assert "not an image" in page.text_content("#error")
+
+
+def test_with_api_keys_the_page_asks_for_one_then_shows_images(browser, demo, tmp_path):
+    env = {**demo_env(demo.home), "IMGSEARCH_API_KEYS": "page-key-123"}
+    asked: list[str] = []
+
+    def answer(dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept("page-key-123")
+
+    with _serve(env) as url:
+        tab = _tab(browser, url, [])
+        tab.on("dialog", answer)
+        _wait(tab, "document.getElementById('status').textContent.includes('images')")
+        picture = tmp_path / "query.jpg"
+        picture.write_bytes(demo.image(sorted(demo.indexed)[0]))
+        uuids = _grid(tab, lambda: tab.set_input_files("#file", str(picture)))
+        assert len(asked) == 1 and "API key" in asked[0]
+        assert len(uuids) == 20
+        # Thumbnails load through signed links (an <img> sends no key).
+        _wait(tab, "[...document.querySelectorAll('#results img')].slice(0, 4)"
+                              ".every(i => i.complete && i.naturalWidth > 0)", timeout=10_000)
+        # The key is kept for the tab: a second search asks nothing.
+        _grid(tab, lambda: tab.click(f"#results .hit[data-uuid='{uuids[1]}']"))
+        assert len(asked) == 1
+        tab.close()

@@ -216,3 +216,24 @@ def test_shard_breaking_part_way_keeps_the_rows_before(tmp_path):
     assert 60 <= posts.posts + posts.duplicates + posts.rejected < 120  # rows before the break
     keys = list(LocalObjectStore(root=str(home / "objects")).iter_keys("images/"))
     _assert_complete(home, keys)
+
+
+# ---- a damaged embeddings part -----------------------------------------------------------
+
+def test_a_damaged_embeddings_part_is_set_aside_and_its_rows_embedded_again(sample_dataset, tmp_path):
+    home = tmp_path / "var"
+    assert materialize_all(pipeline_resources(home, sample_dataset)).success
+    parts = sorted((home / "tables" / "embeddings").glob("**/part-*.parquet"))
+    damaged = parts[len(parts) // 2]
+    lost = set(pq.read_table(damaged, columns=["uuid"]).column("uuid").to_pylist())
+    with open(damaged, "r+b") as handle:  # a byte range overwritten in place
+        handle.seek(damaged.stat().st_size // 2)
+        handle.write(b"\xff" * 64)
+
+    result = materialize_all(pipeline_resources(home, sample_dataset))
+    assert result.success
+    assert (damaged.parent / (damaged.name + ".damaged")).is_file() and not damaged.exists()
+    embedded = _embedded_rows(home)
+    assert len(embedded) == len(set(embedded)) and set(embedded) == set(_post_uuids(home))
+    new_rows = result.asset_materializations_for_node("image_embeddings")[0].metadata
+    assert new_rows["embedded_now"].value == len(lost)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsearch_pipeline.core.images import ImageRejected, inspect_image, load_rgb, to_rgb
+from imgsearch_pipeline.core.images import ImageRejected, decode_cost, inspect_image, load_rgb, to_rgb
 
 from .bad_data import BAD, UNUSUAL, animated_gif, exif_rotated_jpeg, png_claiming
 
@@ -139,3 +139,33 @@ def test_mutated_files_never_raise_anything_but_rejected():
             assert load_rgb(bytes(data)).mode == "RGB"
         except ImageRejected as rejected:
             assert rejected.reason
+
+
+# -- the cheapest decode for the size needed ----------------------------------------------
+
+
+def _encoded(size: tuple[int, int], fmt: str) -> bytes:
+    x, y = np.meshgrid(np.linspace(0, 255, size[0]), np.linspace(0, 255, size[1]))
+    array = np.stack([x, y, (x + y) / 2], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_decoding_for_a_size_keeps_both_sides_above_it_and_the_picture(fmt):
+    data = _encoded((2400, 1700), fmt)
+    full = load_rgb(data)
+    small = load_rgb(data, fit=400)
+    assert min(small.size) >= 400 and small.width < full.width / 2
+    # The same picture: compare both at one size.
+    a = np.asarray(full.resize((64, 64)), dtype=np.float64)
+    b = np.asarray(small.resize((64, 64)), dtype=np.float64)
+    assert np.abs(a - b).mean() < 3.0
+    assert load_rgb(_encoded((300, 200), fmt), fit=400).size == (300, 200)  # never enlarged
+
+
+def test_decode_cost_is_read_from_the_header():
+    assert decode_cost(_encoded((2400, 1600), "PNG"), 400) == 2400 * 1600
+    assert decode_cost(_encoded((2400, 1600), "JPEG"), 400) == (2400 // 4) * (1600 // 4)
+    assert decode_cost(b"not an image", 400) == 0

@@ -22,7 +22,7 @@ from imgsearch_pipeline.checks import (
     split_is_disjoint,
 )
 from imgsearch_pipeline.core.ids import image_uuid
-from imgsearch_pipeline.core.tables import write_table_atomic
+from imgsearch_pipeline.core.integrity import write_checked_table
 from imgsearch_pipeline.core.vectors import read_vectors, vectors_table
 from imgsearch_pipeline.core.watch import compare, decode_cursor, encode_cursor
 from imgsearch_pipeline.definitions import defs
@@ -37,12 +37,12 @@ from imgsearch_pipeline.sensors import FailureAlerts, alerts_from_env, failure_t
 
 def test_parts_are_read_once_per_uuid_and_other_files_are_not_parts(tmp_path):
     vectors = np.eye(3, dtype=np.float32)
-    write_table_atomic(vectors_table(["a", "b"], ["train"] * 2, "m", vectors[:2]),
-                       tmp_path / "part-1.parquet")
-    write_table_atomic(vectors_table(["b", "c"], ["train"] * 2, "m", vectors[1:]),
-                       tmp_path / "part-2.parquet")
-    write_table_atomic(vectors_table(["d"], ["train"], "m", vectors[:1]),
-                       tmp_path / "elsewhere" / "part-3.parquet")
+    write_checked_table(vectors_table(["a", "b"], ["train"] * 2, "m", vectors[:2]),
+                        tmp_path / "part-1.parquet")
+    write_checked_table(vectors_table(["b", "c"], ["train"] * 2, "m", vectors[1:]),
+                        tmp_path / "part-2.parquet")
+    write_checked_table(vectors_table(["d"], ["train"], "m", vectors[:1]),
+                        tmp_path / "elsewhere" / "part-3.parquet")
     ids, matrix = read_vectors(tmp_path)
     assert sorted(ids) == ["a", "b", "c"] and matrix.shape == (3, 3)  # "b" once, no "d"
 
@@ -229,8 +229,8 @@ def test_split_check_fails_on_overlap(tmp_path):
 
 def _embeddings(folder: Path, vectors: np.ndarray) -> EmbeddingSet:
     ids = [image_uuid(str(i).encode()) for i in range(len(vectors))]
-    write_table_atomic(vectors_table(ids, ["train"] * len(ids), "m", vectors),
-                       folder / "part-x.parquet")
+    write_checked_table(vectors_table(ids, ["train"] * len(ids), "m", vectors),
+                        folder / "part-x.parquet")
     return EmbeddingSet(str(folder), "m", vectors.shape[1], len(ids), len(ids), 0)
 
 

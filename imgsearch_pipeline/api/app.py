@@ -5,7 +5,10 @@ The backends come from the same environment variables as the pipeline
 serves whatever index the pipeline built and published.
 """
 
+import contextlib
+import ctypes
 import logging
+import time
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,11 +21,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.images import ImageRejected
-from ..resources.embedders import ModelUnavailableError, TextNotSupportedError
-from ..resources.environment import ConfigurationError
+from ..resources.embedders import TextNotSupportedError
+from .admission import Lanes, Overloaded
+from .auth import KEY_HEADER, LinkSigner, Unauthorized
+from .hardening import add_hardening, truthful_openapi
 from .routes import ServiceNotReady, router
-from .service import ServiceUnavailable, load_service
-from .settings import ApiSettings
+from .service import BackendUnavailable, load_service, public_reason
+from .settings import ApiSettings, check_access_rules
 from .upload import BadUpload, UploadTooLarge
 
 log = logging.getLogger(__name__)
@@ -75,56 +80,115 @@ def add_error_handlers(app: FastAPI) -> None:
     async def not_ready(request: Request, error: ServiceNotReady):
         return _error(503, str(error))
 
-    @app.exception_handler(Exception)
-    async def internal(request: Request, error: Exception):
-        log.error("internal error on %s %s: %s", request.method, request.url.path,
-                  type(error).__name__)
-        return _error(500, "internal error")
+    @app.exception_handler(BackendUnavailable)
+    async def backend_down(request: Request, error: BackendUnavailable):
+        return _error(503, str(error), headers={"Retry-After": "5"})
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, error: Overloaded):
+        return _error(503, str(error), headers={"Retry-After": str(error.retry_after_s)})
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, error: Unauthorized):
+        return _error(401, str(error), headers={"WWW-Authenticate": f'ApiKey header="{KEY_HEADER}"'})
 
 
-LOAD_ERRORS = (ServiceUnavailable, ModelUnavailableError, ConfigurationError, LookupError)
-
-
-def _load_into(app: FastAPI, environ: Mapping[str, str] | None, settings: ApiSettings) -> None:
-    """Load the live version's service; on failure keep what is served and say why."""
+def _load_into(app: FastAPI, environ: Mapping[str, str] | None, settings: ApiSettings) -> str | None:
+    """Load the live version's service and swap it in; on failure keep what is served and
+    return the reason (client-safe: no server paths)."""
     try:
-        app.state.service = load_service(environ, settings)
-        app.state.load_error = None
-    except LOAD_ERRORS as error:
-        # Stay up and say why on /health and every search (503) rather than crash-loop.
-        app.state.load_error = str(error)
-        log.error("search index not loaded: %s", error)
+        service = load_service(environ, settings)
+    except Exception as error:  # whatever is missing or damaged: stay up and say why
+        reason = public_reason(error)
+        log.error("search index not loaded: %s", reason)
+        return reason
+    old = app.state.service
+    app.state.service = service
+    app.state.load_error = None
+    if old is not None and old.version != service.version:
+        # Released a little later: a request that started on the old version finishes first.
+        app.state.retired.append((time.monotonic(), old))
+    return None
+
+
+def _release_retired(app: FastAPI, grace_s: float) -> None:
+    """Free the memory of versions no longer served (flat memory across swaps)."""
+    now = time.monotonic()
+    keep = []
+    for retired_at, old in app.state.retired:
+        if now - retired_at < grace_s:
+            keep.append((retired_at, old))
+        elif app.state.service is None or old.version != app.state.service.version:
+            old.index.release(old.version)
+    released = len(app.state.retired) - len(keep)
+    app.state.retired = keep
+    if released:
+        _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Hand the freed heap pages back to the system (glibc keeps them otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 async def follow_live_index(app: FastAPI, environ: Mapping[str, str] | None,
                             settings: ApiSettings) -> None:
     """Serve each newly published version: poll the live pointer (or alias) and swap in a
-    service loaded off the request path; requests keep the old one until it is ready."""
+    service loaded off the request path; requests keep the old one until it is ready.
+
+    A load that fails keeps the served version and is retried with a growing delay (up to
+    ``retry_max_s``), at once when another version becomes live; /health says which
+    version failed, why, and when the next try is."""
+    failures, next_try, failed_live = 0, 0.0, None
     while True:
         await anyio.sleep(settings.live_check_s)
+        _release_retired(app, max(2.0, 2 * settings.live_check_s))
         service = app.state.service
+        live = None
         try:
             if service is not None:
                 live = await anyio.to_thread.run_sync(service.index.live_version)
                 if live is None or live == service.version:
+                    failures, app.state.load_error = 0, None
                     continue
-                log.info("index version %s is live (serving %s): loading it", live, service.version)
-            await anyio.to_thread.run_sync(_load_into, app, environ, settings)
-        except Exception as error:  # backend unreachable for a moment: keep serving, retry
+                if live != failed_live:
+                    failures, next_try = 0, 0.0  # another version: try it at once
+                    log.info("index version %s is live (serving %s): loading it", live,
+                             service.version)
+        except Exception as error:  # the pointer or the backend: /health reports it
             log.warning("cannot check the live index version: %s", type(error).__name__)
+            continue
+        if time.monotonic() < next_try:
+            continue
+        reason = await anyio.to_thread.run_sync(_load_into, app, environ, settings)
+        if reason is None:
+            failures, failed_live = 0, None
+            continue
+        failures += 1
+        failed_live = live
+        delay = min(settings.live_check_s * 2 ** failures, settings.retry_max_s)
+        next_try = time.monotonic() + delay
+        serving = app.state.service
+        retry = f"attempt {failures} failed, next in {delay:.0f} s"
+        app.state.load_error = (
+            f"{reason} ({retry})" if serving is None
+            else f"newer version {live} not served: {reason}; still serving {serving.version} ({retry})")
 
 
 def create_app(environ: Mapping[str, str] | None = None,
                settings: ApiSettings | None = None) -> FastAPI:
     """The app; the model and index load once at start (``environ`` defaults to os.environ)."""
+    chosen = settings or ApiSettings.from_env(environ)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        chosen = settings or ApiSettings.from_env(environ)
-        app.state.limiter = anyio.CapacityLimiter(chosen.inference_threads)
+        check_access_rules(chosen, environ)  # refuses to start, with the reason
+        app.state.admission = Lanes(chosen.inference_threads, chosen.queue, chosen.heavy_pixels)
         app.state.service = None
         app.state.load_error = None
-        await anyio.to_thread.run_sync(_load_into, app, environ, chosen)
+        app.state.retired = []
+        app.state.load_error = await anyio.to_thread.run_sync(_load_into, app, environ, chosen)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(follow_live_index, app, environ, chosen)
             yield
@@ -136,9 +200,13 @@ def create_app(environ: Mapping[str, str] | None = None,
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.settings = chosen
+    app.state.signer = LinkSigner(chosen.link_ttl_s)
     add_error_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    add_hardening(app, chosen)
+    app.openapi = lambda: truthful_openapi(app)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -10,7 +10,8 @@ MAX_CANDIDATES = 1000
 
 class SearchHit(BaseModel):
     uuid: str = Field(description="Post id (uuid5 of the image bytes).")
-    score: float = Field(description="Cosine similarity to the query (higher is closer).")
+    score: float = Field(ge=-1.0, le=1.0,
+                         description="Cosine similarity to the query (higher is closer).")
     caption: str | None = None
     image_url: str = Field(description="Where the image can be fetched (this API's /images/{uuid}).")
     duplicates: int = Field(0, description="Near-identical hits folded into this one (collapse).")
@@ -44,4 +45,4 @@ class ErrorResponse(BaseModel):
     detail: Any | None = None
 
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)}

@@ -4,16 +4,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-import anyio
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..core.ids import is_valid_uuid
+from ..core.ids import UUID_PATTERN
+from ..core.images import decode_cost
+from ..core.integrity import IntegrityError
 from ..resources.vector_index import SearchFilter
+from .auth import require_key, require_key_or_signature
 from .models import ERRORS, MAX_CANDIDATES, MAX_K, Health, SearchHit, SearchResponse
-from .service import Result, SearchService, Timings
+from .service import BackendUnavailable, Result, SearchService, Timings
 from .upload import image_from_body, read_capped
 
 # Dependencies are `async def`: FastAPI runs plain `def` ones on the thread pool (a hop each).
@@ -47,7 +49,8 @@ async def search_options(
     k: Annotated[int, Query(ge=1, le=MAX_K, description="Number of hits.")] = 10,
     num_candidates: Annotated[int | None, Query(
         ge=1, le=MAX_CANDIDATES,
-        description="Candidates the ANN search explores (>= k; more is slower and more exact)."
+        description="Candidates the ANN search explores (more is slower and more exact); "
+                    "a value below k is raised to k."
     )] = None,
     caption: Annotated[str | None, Query(
         max_length=200, description="Words that must all appear in the caption (filter).")] = None,
@@ -56,8 +59,6 @@ async def search_options(
         gt=0.0, le=1.0,
         description="Fold hits whose cosine similarity to a better hit is above this.")] = None,
 ) -> SearchOptions:
-    if num_candidates is not None and num_candidates < k:
-        raise HTTPException(422, f"num_candidates ({num_candidates}) must be >= k ({k})")
     words = tuple(caption.split()) if caption else ()
     search_filter = SearchFilter(words, split) if words or split else None
     return SearchOptions(k, num_candidates, search_filter, collapse)
@@ -66,35 +67,34 @@ async def search_options(
 Options = Annotated[SearchOptions, Depends(search_options)]
 
 
-async def valid_uuid(uuid: Annotated[str, Path(description="Post id (canonical lower-case uuid).")]) -> str:
-    if not is_valid_uuid(uuid):
-        raise HTTPException(422, "not a canonical lower-case uuid")
-    return uuid
+PostId = Annotated[str, Path(pattern=UUID_PATTERN, description="Post id (canonical lower-case uuid).")]
+# Every endpoint with indexed data needs an API key when keys are configured.
+KEY = [Depends(require_key)]
 
 
-PostId = Annotated[str, Depends(valid_uuid)]
+def image_link(request: Request, uuid: str) -> str:
+    """A relative link, or one under IMGSEARCH_API_PUBLIC_URL; never built from the Host
+    header. Signed when keys are on, so that an <img> tag can fetch it."""
+    settings = request.app.state.settings
+    base = settings.public_url or request.scope.get("root_path", "")
+    link = f"{base}/images/{uuid}"
+    return f"{link}?{request.app.state.signer.query(uuid)}" if settings.auth_required else link
 
 
 def _answer(request: Request, response: Response, service: SearchService, query: str,
             k: int, results: list[Result], timings: Timings) -> SearchResponse:
     response.headers["Server-Timing"] = timings.header()
-    base = str(request.base_url)
     hits = [SearchHit(uuid=r.hit.uuid, score=r.hit.score, caption=r.hit.caption,
-                      image_url=f"{base}images/{r.hit.uuid}", duplicates=r.duplicates)
+                      image_url=image_link(request, r.hit.uuid), duplicates=r.duplicates)
             for r in results]
     return SearchResponse(query=query, k=k, model_id=service.model.model_id,
                           index_version=service.version, hits=hits,
                           timings_ms={n: round(ms, 3) for n, ms in timings.stages.items()})
 
 
-async def _in_worker(request: Request, function):
-    """Model and index calls run off the event loop, at most N model calls at once."""
-    return await anyio.to_thread.run_sync(function, limiter=request.app.state.limiter)
-
-
 async def _embed_and_search(request: Request, response: Response, service: SearchService,
                             options: SearchOptions, query: str,
-                            embed: Callable[[Timings], np.ndarray]) -> SearchResponse:
+                            embed: Callable[[Timings], np.ndarray], pixels: int = 0) -> SearchResponse:
     """Embed the query and search, in a worker thread; the vector never leaves it."""
     timings = Timings()
 
@@ -102,7 +102,8 @@ async def _embed_and_search(request: Request, response: Response, service: Searc
         return service.search(embed(timings), options.k, options.num_candidates,
                               options.search_filter, options.collapse, timings)
 
-    results = await _in_worker(request, run)
+    # Off the event loop, under the bounded queue: beyond it, 503 + Retry-After at once.
+    results = await request.app.state.admission.run(run, pixels)
     return _answer(request, response, service, query, options.k, results, timings)
 
 
@@ -115,7 +116,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS, openapi_extra=UPLOAD_BODY,
-             summary="Search by image")
+             summary="Search by image", dependencies=KEY)
 async def search_by_image(request: Request, response: Response, service: Service,
                           options: Options) -> SearchResponse:
     """Upload an image (multipart field `image`, or a raw image/* body); get the closest posts.
@@ -125,11 +126,13 @@ async def search_by_image(request: Request, response: Response, service: Service
     body = await read_capped(request.stream(), service.settings.max_upload_bytes,
                              request.headers.get("content-length"))
     data = image_from_body(body, request.headers.get("content-type"))
+    pixels = decode_cost(data, service.settings.decode_side)  # header only: picks the lane
     return await _embed_and_search(request, response, service, options, "image",
-                                   lambda timings: service.embed_image(data, timings))
+                                   lambda timings: service.embed_image(data, timings), pixels)
 
 
-@router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text")
+@router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text",
+            dependencies=KEY)
 async def search_by_text(
     request: Request, response: Response, service: Service, options: Options,
     text: Annotated[str, Query(min_length=1, max_length=500, pattern=r"\S",
@@ -141,7 +144,7 @@ async def search_by_text(
 
 
 @router.get("/images/{uuid}/similar", response_model=SearchResponse, responses=ERRORS,
-            summary="More like this")
+            summary="More like this", dependencies=KEY)
 async def similar(request: Request, response: Response, service: Service, uuid: PostId,
                   options: Options) -> SearchResponse:
     """Posts closest to a stored post, from its stored vector (the post itself left out)."""
@@ -158,19 +161,23 @@ async def similar(request: Request, response: Response, service: Service, uuid: 
 
 @router.get("/images/{uuid}", responses={**ERRORS, 200: {"content": {"image/*": {}}},
                                          307: {"description": "Redirect to the object store"}},
-            response_class=Response, summary="The image of a post")
+            response_class=Response, summary="The image of a post",
+            dependencies=[Depends(require_key_or_signature)])
 async def image(service: Service, uuid: PostId) -> Response:
     """The image bytes, or a redirect to a signed URL when the object store gives one."""
     post = service.posts.get(uuid)
     if post is None:
         raise HTTPException(404, "no post with this uuid")
-    url = await run_in_threadpool(service.store.url, post.key)
-    if url:
-        return RedirectResponse(url, status_code=307)
     try:
+        url = await run_in_threadpool(service.store.url, post.key)
+        if url:
+            return RedirectResponse(url, status_code=307)
         data = await run_in_threadpool(service.store.get, post.key)
     except (FileNotFoundError, KeyError):
         raise HTTPException(404, "image missing from the object store") from None
+    except Exception as error:  # the object store is unreachable: say so, stay up
+        raise BackendUnavailable(f"the object store failed ({type(error).__name__}): "
+                                 "retry shortly") from None
     # The uuid is derived from the bytes, so the answer never changes.
     return Response(data, media_type=post.content_type,
                     headers={"Cache-Control": "public, max-age=31536000, immutable"})
@@ -186,10 +193,15 @@ async def health(request: Request) -> JSONResponse:
         return JSONResponse(body.model_dump(), status_code=503)
     try:
         live = await run_in_threadpool(service.index.live_version)
+    except IntegrityError as error:  # a damaged LIVE pointer: the served version stays
+        live, message = None, f"live pointer unusable ({error}); still serving {service.version}"
     except Exception as error:  # the index backend is unreachable: report it, stay up
         live, message = None, f"cannot read the live version: {type(error).__name__}"
     else:
-        message = None if live == service.version else "a newer version is live: loading it"
+        # The follower's own account when a newer version failed (why, when it retries).
+        problem = getattr(request.app.state, "load_error", None)
+        message = None if live == service.version else problem or f"version {live} is live: loading it"
+    message = "; ".join(m for m in (message, *service.notes) if m) or None
     body = Health(status="ok", index_loaded=True, documents=service.documents,
                   index_version=service.version, live_version=live,
                   model_id=service.model.model_id, backend=service.index.backend,

@@ -6,17 +6,23 @@ written or added to the index.
 """
 
 import logging
+import math
+import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from ..core.images import load_rgb
-from ..core.vectors import read_vectors
-from ..resources.embedders import EmbeddingModel
+from ..core.integrity import IntegrityError
+from ..core.layout import is_uri
+from ..core.vectors import embedding_parts, read_vectors
+from ..resources.embedders import EmbeddingModel, ModelUnavailableError
+from ..resources.environment import ConfigurationError
 from ..resources.object_store import ObjectStore
 from ..resources.profiles import resources_for
 from ..resources.vector_index import DEFAULT_NUM_CANDIDATES, Hit, SearchFilter, VectorIndex
@@ -26,7 +32,49 @@ log = logging.getLogger(__name__)
 
 
 class ServiceUnavailable(RuntimeError):
-    """The service cannot start: no live index, or no embeddings for the configured model."""
+    """The service cannot start: no live index, or no embeddings for the configured model.
+
+    Its message goes to clients (503, /health): it names files by their place under
+    IMGSEARCH_HOME and never shows a server path."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The index or object store failed for one request; answered with 503."""
+
+
+# Errors whose messages are written for clients (no server paths, no secrets).
+_PUBLIC_ERRORS = (ServiceUnavailable, IntegrityError, ConfigurationError)
+# Tolerance for float rounding on the cosine of unit vectors; beyond it a score means damage.
+SCORE_TOLERANCE = 1e-3
+
+
+def public_reason(error: BaseException) -> str:
+    """What a client may read about a failed load; the full error goes to the server log."""
+    if isinstance(error, _PUBLIC_ERRORS):
+        return str(error)
+    if isinstance(error, ModelUnavailableError):
+        return "the embedding model could not be loaded (IMGSEARCH_MODEL; details in the server log)"
+    return f"{type(error).__name__} (details in the server log)"
+
+
+@contextmanager
+def loading(what: str) -> Iterator[None]:
+    """Name the stage that failed: ``reading tables/posts.parquet: ArrowInvalid ...``."""
+    try:
+        yield
+    except ServiceUnavailable:
+        raise
+    except Exception as error:
+        log.warning("%s failed: %r", what, error)
+        raise ServiceUnavailable(f"{what}: {public_reason(error)}") from error
+
+
+def credible_score(score: float) -> float | None:
+    """A cosine similarity clipped to [-1, 1]; None when it cannot be one (non-finite, or out
+    of range beyond rounding): a damaged index must not hand such a hit to a client."""
+    if not math.isfinite(score) or abs(score) > 1.0 + SCORE_TOLERANCE:
+        return None
+    return min(1.0, max(-1.0, score))
 
 
 @dataclass(frozen=True)
@@ -98,13 +146,14 @@ class SearchService:
     posts: dict[str, Post]
     vectors: StoredVectors
     settings: ApiSettings
+    notes: tuple[str, ...] = ()  # what is degraded, e.g. damaged embeddings parts left out
 
     # -- queries ----------------------------------------------------------------------
 
     def embed_image(self, data: bytes, timings: Timings) -> np.ndarray:
         """Decode (ImageRejected on bad input) and embed one uploaded image."""
         started = time.perf_counter()
-        image = load_rgb(data, self.settings.max_pixels)
+        image = load_rgb(data, self.settings.max_pixels, fit=self.settings.decode_side)
         timings.record("decode", started)
         started = time.perf_counter()
         vector = self.model.encode_images([image])[0]
@@ -138,9 +187,14 @@ class SearchService:
             # A filter hides most of the graph from the traversal: let it explore further.
             wide = 10 if search_filter is not None else 2
             candidates = min(max(DEFAULT_NUM_CANDIDATES, wide * fetch), self.settings.max_candidates)
-        hits = self.index.search(vector, fetch, candidates, version=self.version,
-                                 search_filter=search_filter)
-        hits = [hit for hit in hits if hit.uuid != exclude]
+        try:
+            hits = self.index.search(vector, fetch, candidates, version=self.version,
+                                     search_filter=search_filter)
+        except Exception as error:  # backend down, or the version gone under a late request
+            log.warning("index search failed: %s", type(error).__name__)
+            raise BackendUnavailable(f"the index backend failed ({type(error).__name__}): "
+                                     "retry shortly") from None
+        hits = self._credible([hit for hit in hits if hit.uuid != exclude])
         if collapse is None:
             results = [Result(hit) for hit in hits]
         else:
@@ -148,13 +202,26 @@ class SearchService:
         timings.record("search", started)
         return results[:k]
 
+    def _credible(self, hits: list[Hit]) -> list[Hit]:
+        kept = []
+        for hit in hits:
+            score = credible_score(hit.score)
+            if score is None:
+                log.error("index version %s gave an impossible score (%s): hit dropped; the "
+                          "index files may be damaged", self.version, type(hit.score).__name__)
+                continue
+            kept.append(hit if score == hit.score else replace(hit, score=score))
+        return kept
 
-def _read_posts(path: str) -> dict[str, Post]:
+
+def _read_posts(path: str, shown: str) -> dict[str, Post]:
+    """``shown`` names the table for clients (its place under IMGSEARCH_HOME)."""
     if not Path(path).is_file():
-        raise ServiceUnavailable(f"no posts table at {path}: run the pipeline first (make demo)")
-    names = pq.read_schema(path).names
-    columns = ["uuid", "key", "content_type"] + (["caption"] if "caption" in names else [])
-    table = pq.read_table(path, columns=columns).to_pydict()
+        raise ServiceUnavailable(f"no posts table ({shown}): run the pipeline first (make demo)")
+    with loading(f"reading {shown}"):
+        names = pq.read_schema(path).names
+        columns = ["uuid", "key", "content_type"] + (["caption"] if "caption" in names else [])
+        table = pq.read_table(path, columns=columns).to_pydict()
     captions = table.get("caption") or [None] * len(table["uuid"])
     return {
         uuid: Post(key, content_type, caption)
@@ -163,34 +230,55 @@ def _read_posts(path: str) -> dict[str, Post]:
     }
 
 
-def _read_vectors(folder: str, model: EmbeddingModel) -> StoredVectors:
-    ids, matrix = read_vectors(folder)
+def _read_vectors(folder: str, shown: str, model: EmbeddingModel) -> tuple[StoredVectors, tuple[str, ...]]:
+    """The model's stored vectors from the parts whose checksums match; the damaged parts
+    are left out and named in the notes."""
+    where = shown
+    with loading(f"reading {where}"):
+        parts, damaged = embedding_parts(folder)
+        ids, matrix = read_vectors(folder, parts=parts)
+    notes = tuple(f"embeddings part {where}/{name} left out: {reason}"
+                  for name, reason in sorted(damaged.items()))
+    for note in notes:
+        log.error("%s", note)
     if not ids:
         raise ServiceUnavailable(
-            f"no embeddings for model '{model.model_id}' under {folder}: the live index was "
-            "built with another embedder? Set IMGSEARCH_EMBEDDER / IMGSEARCH_MODEL as for the "
-            "pipeline run that built it.")
+            f"no usable embeddings for model '{model.model_id}' ({where}"
+            + (f": {len(damaged)} damaged part(s), first: {notes[0]}" if damaged else "")
+            + "): is the live index built with another embedder? Set IMGSEARCH_EMBEDDER / "
+            "IMGSEARCH_MODEL as for the pipeline run that built it.")
     if matrix.shape[1] != model.dim:
         raise ServiceUnavailable(f"stored vectors have dim {matrix.shape[1]}, model "
                                  f"'{model.model_id}' gives {model.dim}")
-    return StoredVectors(np.ascontiguousarray(matrix), {u: i for i, u in enumerate(ids)})
+    return StoredVectors(np.ascontiguousarray(matrix), {u: i for i, u in enumerate(ids)}), notes
 
 
 def load_service(environ: Mapping[str, str] | None = None,
                  settings: ApiSettings | None = None) -> SearchService:
-    """Build the backends from the pipeline's environment and load everything once."""
-    resources = resources_for(None if environ is None else dict(environ))
-    settings = settings or ApiSettings.from_env(environ)
+    """Build the backends from the pipeline's environment and load everything once.
+
+    ServiceUnavailable (with a client-safe reason) for anything missing or damaged."""
+    with loading("configuration"):
+        resources = resources_for(None if environ is None else dict(environ))
+        settings = settings or ApiSettings.from_env(environ)
     index: VectorIndex = resources["vector_index"]
-    version = index.live_version()
+    with loading("reading the live version"):
+        version = index.live_version()
     if version is None:
         raise ServiceUnavailable("no live index version: run the pipeline first (make demo)")
-    model = resources["embedder"].load()
+    with loading("loading the embedding model"):
+        model = resources["embedder"].load()
     layout = resources["home"].layout
-    posts = _read_posts(layout.posts)
-    vectors = _read_vectors(layout.embeddings(model.model_id), model)
-    documents = index.count(version)
+
+    def shown(location: str) -> str:  # a place under IMGSEARCH_HOME, never a server path
+        return os.path.relpath(location, layout.root) if not is_uri(location) else location
+
+    posts = _read_posts(layout.posts, shown(layout.posts))
+    folder = layout.embeddings(model.model_id)
+    vectors, notes = _read_vectors(folder, shown(folder), model)
+    with loading(f"loading index version {version}"):
+        documents = index.count(version)  # verifies the version's checksums first
     log.info("serving index version %s (%s, %d documents) with model %s",
              version, index.backend, documents, model.model_id)
     return SearchService(model, index, resources["object_store"], version, documents, posts,
-                         vectors, settings)
+                         vectors, settings, notes)

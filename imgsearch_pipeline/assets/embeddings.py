@@ -20,9 +20,9 @@ from pydantic import Field
 from ..artifacts import EmbeddingSet, PostsTable
 from ..core.embedding import embed_in_batches
 from ..core.images import DEFAULT_MAX_PIXELS, load_rgb
+from ..core.integrity import write_checked_table
 from ..core.progress import Progress
-from ..core.tables import write_table_atomic
-from ..core.vectors import embedded_uuids, stored_dim, vectors_table
+from ..core.vectors import embedded_uuids, set_aside_damaged_parts, stored_dim, vectors_table
 from ..resources.embedders import Embedder, EmbeddingModel
 from ..resources.object_store import ObjectStore
 from ..resources.storage import PipelineHome
@@ -57,7 +57,7 @@ def embed_missing(
         if buffer_ids:
             part = vectors_table(buffer_ids, [split_of[u] for u in buffer_ids], model.model_id,
                                  np.concatenate(buffer_vectors))
-            write_table_atomic(part, Path(folder) / f"part-{uuid.uuid4().hex}.parquet")
+            write_checked_table(part, Path(folder) / f"part-{uuid.uuid4().hex}.parquet")
             buffer_ids.clear()
             buffer_vectors.clear()
 
@@ -95,6 +95,9 @@ def image_embeddings(
     embedded with this model id (the model is loaded only when there are some)."""
     model_id = embedder.model_id
     folder = home.layout.embeddings(model_id)
+    # A part that fails its checksum is set aside and its rows are embedded again.
+    for name, reason in set_aside_damaged_parts(folder).items():
+        context.log.warning(f"embeddings part {name} set aside ({reason}): its rows are re-embedded")
     table = posts.read(["uuid", "split", "key"])
     uuids = table.column("uuid").to_pylist()
     split_of = dict(zip(uuids, table.column("split").to_pylist(), strict=True))

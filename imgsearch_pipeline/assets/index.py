@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from ..artifacts import EmbeddingSet, IndexBuild, PostsTable
+from ..core.integrity import IntegrityError
 from ..core.progress import Progress
 from ..core.vectors import iter_vectors
 from ..resources.vector_index import IndexBatch, VectorIndex
@@ -65,7 +66,10 @@ def live_index(
 ) -> dg.MaterializeResult:
     """The version that searches use. Runs only after the blocking check
     ``recall_meets_target`` on ``recall_report`` passes; otherwise the previous stays live."""
-    previous = vector_index.live_version()
+    try:
+        previous = vector_index.live_version()
+    except IntegrityError as error:  # a damaged pointer is replaced by the publish below
+        previous = f"(unreadable: {error})"
     vector_index.publish(search_index.version)
     pruned = vector_index.prune()
     context.log.info(f"live index: {previous} -> {search_index.version}; pruned {pruned}")

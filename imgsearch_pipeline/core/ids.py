@@ -6,7 +6,8 @@ import uuid
 
 # Fixed namespace so that the same image bytes map to the same uuid on every machine.
 IMAGE_NAMESPACE = uuid.UUID("6f1c3a52-4d0e-5b8a-9c47-2e5d8f0a1b63")
-_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_UUID_RE = re.compile(UUID_PATTERN.strip("^$"))
 # Index version names become folder names: letters, digits, '.', '_', '-', no leading dot.
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 

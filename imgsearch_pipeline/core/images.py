@@ -4,6 +4,7 @@ Every function here is safe on hostile bytes: anything unusable raises ``ImageRe
 with a short reason, never another exception, so one bad row cannot stop a run.
 """
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -138,13 +139,54 @@ def frame_count(image: Image.Image) -> int:
         return 1
 
 
-def load_rgb(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode to an upright 8-bit RGB image (first frame, EXIF rotation applied)."""
-    image = _decode(_open(data, max_pixels))
+def load_rgb(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS,
+             fit: int | None = None) -> Image.Image:
+    """Decode to an upright 8-bit RGB image (first frame, EXIF rotation applied).
+
+    With ``fit``, the image is only decoded as large as needed to keep both sides >= ``fit``
+    (the size is checked on the header first): JPEG decodes at 1/2, 1/4 or 1/8 scale in the
+    decoder itself (draft mode), other formats are box-reduced by an integer factor at once."""
+    image = _open(data, max_pixels)
+    if fit is not None:
+        _draft(image, fit)
+    image = _decode(image)
+    if fit is not None:
+        image = _reduce(image, fit)
     try:
         return to_rgb(image)
     except Exception as exc:
         raise ImageRejected(f"cannot convert {image.mode} image to RGB: {_short(exc)}") from None
+
+
+def decode_cost(data: bytes, fit: int) -> int:
+    """Pixels that ``load_rgb(data, fit=fit)`` will decode, from the header alone (JPEG
+    decodes at up to 1/8 scale); 0 when the header is unreadable (rejected cheaply later)."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+    except Exception:
+        return 0
+    scale = 1
+    if image.format == "JPEG":
+        while scale < 8 and min(width, height) // (scale * 2) >= fit:
+            scale *= 2
+    return (width // scale) * (height // scale)
+
+
+def _draft(image: Image.Image, fit: int) -> None:
+    if image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK"):
+        with contextlib.suppress(Exception):  # a draft is an optimisation only
+            image.draft(image.mode, (fit, fit))
+
+
+def _reduce(image: Image.Image, fit: int) -> Image.Image:
+    factor = min(image.width // fit, image.height // fit)
+    if factor < 2 or image.mode not in ("RGB", "RGBA", "L", "LA", "CMYK", "I;16", "I", "F"):
+        return image
+    try:
+        return image.reduce(factor)
+    except Exception:  # keep the full image: correct, only slower
+        return image
 
 
 def _sixteen_to_eight(image: Image.Image) -> Image.Image:

@@ -41,10 +41,3 @@ def part_files(folder: str | Path) -> list[Path]:
     """The ``part-*.parquet`` files of a folder, in name order."""
     return sorted(Path(folder).glob("part-*.parquet"))
 
-
-def read_parts(folder: str | Path, columns: list[str] | None = None) -> pa.Table | None:
-    """All ``part-*.parquet`` files of a folder as one table, or None if there are none."""
-    parts = part_files(folder)
-    if not parts:
-        return None
-    return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts])

@@ -1,5 +1,6 @@
 """Embedding tables: one folder per model id of parquet parts of (uuid, split, model_id,
-vector), ``part-<hex>.parquet``, each written atomically (the resume unit)."""
+vector), ``part-<hex>.parquet``, each written atomically (the resume unit) with its own
+checksum manifest: a part that does not match it is never read."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .tables import part_files, read_parts
+from .integrity import check_parts
+from .tables import part_files
 
 
 def vectors_table(uuids: list[str], splits: list[str], model_id: str, vectors: np.ndarray):
@@ -22,15 +24,32 @@ def vectors_table(uuids: list[str], splits: list[str], model_id: str, vectors: n
     })
 
 
+def embedding_parts(folder: str | Path) -> tuple[list[Path], dict[str, str]]:
+    """The parts whose checksums match, and the damaged ones (name -> reason)."""
+    return check_parts(part_files(folder), Path(folder))
+
+
+def set_aside_damaged_parts(folder: str | Path) -> dict[str, str]:
+    """Rename damaged parts to ``*.damaged`` (kept for inspection, never read again), so
+    that their rows are embedded anew; returns what was set aside and why."""
+    folder = Path(folder)
+    damaged = embedding_parts(folder)[1]
+    for name in damaged:
+        part = folder / name
+        part.rename(part.with_name(part.name + ".damaged"))
+    return damaged
+
+
 def stored_dim(folder: str | Path) -> int | None:
     """The vector size of the stored parts (from a parquet schema), None if there are none."""
-    part = next(iter(part_files(folder)), None)
+    part = next(iter(embedding_parts(folder)[0]), None)
     return None if part is None else pq.read_schema(part).field("vector").type.list_size
 
 
 def embedded_uuids(folder: str | Path) -> set[str]:
-    table = read_parts(folder, columns=["uuid"])
-    return set() if table is None else set(table.column("uuid").to_pylist())
+    """The uuids of the verified parts (a damaged part's rows count as not embedded)."""
+    return {u for part in embedding_parts(folder)[0]
+            for u in pq.read_table(part, columns=["uuid"]).column("uuid").to_pylist()}
 
 
 def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -43,11 +62,12 @@ def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def iter_vectors(
-    folder: str | Path, only: set[str] | None = None
+    folder: str | Path, only: set[str] | None = None, parts: list[Path] | None = None
 ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(uuids, matrix) part by part, each uuid once, optionally only the uuids in ``only``."""
+    """(uuids, matrix) part by part, each uuid once, optionally only the uuids in ``only``;
+    only the parts whose checksums match (or the already verified ``parts``)."""
     seen: set[str] = set()
-    for part in part_files(folder):
+    for part in embedding_parts(folder)[0] if parts is None else parts:
         table = pq.read_table(part, columns=["uuid", "vector"])
         uuids = table.column("uuid").to_pylist()
         keep = [i for i, u in enumerate(uuids)
@@ -60,11 +80,11 @@ def iter_vectors(
 
 
 def read_vectors(
-    folder: str | Path, only: set[str] | None = None
+    folder: str | Path, only: set[str] | None = None, parts: list[Path] | None = None
 ) -> tuple[list[str], np.ndarray]:
     ids: list[str] = []
     blocks: list[np.ndarray] = []
-    for uuids, matrix in iter_vectors(folder, only):
+    for uuids, matrix in iter_vectors(folder, only, parts):
         ids += uuids
         blocks.append(matrix)
     if not blocks:

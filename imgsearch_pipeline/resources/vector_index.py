@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.ids import check_version
+from ..core.integrity import IntegrityError, verify_manifest, write_manifest
 from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
 
 # Searches' default breadth: with m=32 and ef_construction=200 (VectorIndex's defaults) the
@@ -94,6 +95,9 @@ class VectorIndex(dg.ConfigurableResource, ABC):
     @abstractmethod
     def delete_version(self, version: str) -> None: ...
 
+    def release(self, version: str) -> None:
+        """Free what this process holds in memory for ``version`` (nothing by default)."""
+
     def params(self) -> dict[str, object]:
         return {"backend": self.backend, "m": self.m, "ef_construction": self.ef_construction,
                 "similarity": "cosine"}
@@ -119,11 +123,16 @@ class _LoadedVersion:
     def __init__(self, folder: Path):
         import faiss
 
+        # Checksums first: faiss must never parse bytes that are not the ones it wrote.
+        verify_manifest(folder)
         self.index = faiss.read_index(str(folder / "index.faiss"))
         docs = pq.read_table(folder / "docs.parquet")
         self.ids: list[str] = docs.column("uuid").to_pylist()
         self.captions: list[str | None] = docs.column("caption").to_pylist()
         self.splits: list[str] = docs.column("split").to_pylist()
+        if self.index.ntotal != len(self.ids):
+            raise IntegrityError("docs.parquet", f"{len(self.ids):,} rows for "
+                                                 f"{self.index.ntotal:,} vectors in index.faiss")
         self.position = {uuid: i for i, uuid in enumerate(self.ids)}
         self._lower_captions = [(c or "").lower() for c in self.captions]
 
@@ -175,12 +184,15 @@ class FaissHnswIndex(VectorIndex):
         write_table_atomic(docs, folder / "docs.parquet")
         write_text_atomic(json.dumps({**self.params(), "dim": dim, "count": len(ids)}),
                           folder / "params.json")
+        write_manifest(folder, ["index.faiss", "docs.parquet", "params.json"])
         return len(ids)
 
     def _load(self, version: str | None) -> _LoadedVersion:
         version = version or self.live_version()
         if version is None:
-            raise LookupError(f"no live index under {self.root}: build and publish one first")
+            raise LookupError("no live index: build and publish one first")
+        if not self._folder(version).is_dir():
+            raise IntegrityError(f"versions/{version}", "not on disk (deleted, or never built)")
         # A version folder is never rewritten once built, so (root, version) names it for good.
         key = (os.path.abspath(self.root), version)
         loaded = _LOADED.get(key)
@@ -212,11 +224,22 @@ class FaissHnswIndex(VectorIndex):
     def publish(self, version: str) -> None:
         if not (self._folder(version) / "index.faiss").is_file():
             raise LookupError(f"index version {version} was never built")
+        verify_manifest(self._folder(version))  # never point LIVE at damaged files
         write_text_atomic(version, Path(self.root) / "LIVE")
 
     def live_version(self) -> str | None:
+        """The version ``LIVE`` names; IntegrityError when it names no valid version."""
         pointer = Path(self.root) / "LIVE"
-        return pointer.read_text().strip() if pointer.is_file() else None
+        if not pointer.is_file():
+            return None
+        text = pointer.read_bytes()[:200].decode("utf-8", "replace").strip()
+        try:
+            return check_version(text)
+        except ValueError:
+            raise IntegrityError("LIVE", "does not name a valid index version") from None
+
+    def release(self, version: str) -> None:
+        _LOADED.pop((os.path.abspath(self.root), version), None)
 
     def versions(self) -> list[str]:
         folder = Path(self.root) / "versions"
@@ -227,7 +250,7 @@ class FaissHnswIndex(VectorIndex):
     def delete_version(self, version: str) -> None:
         import shutil
 
-        _LOADED.pop((os.path.abspath(self.root), version), None)
+        self.release(version)
         shutil.rmtree(self._folder(version), ignore_errors=True)
 
 

@@ -30,7 +30,7 @@ async function call(url, init, label) {
   $("query-label").textContent = label + " …";
   document.body.dataset.state = "loading";
   try {
-    const response = await fetch(url, init);
+    const response = await authorizedFetch(url, init);  // auth.js: asks for a key on 401
     const body = await response.json().catch(() => ({ message: response.statusText }));
     if (!response.ok) throw new Error(body.message || `HTTP ${response.status}`);
     render(body);
