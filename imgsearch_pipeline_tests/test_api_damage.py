@@ -6,11 +6,13 @@ import shutil
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
 from imgsearch_pipeline.api.app import create_app
 from imgsearch_pipeline.api.settings import ApiSettings
+from imgsearch_pipeline.core.integrity import part_manifest, write_checked_table
 from imgsearch_pipeline.core.layout import Layout
 from imgsearch_pipeline.core.vectors import read_vectors
 from imgsearch_pipeline.resources import vector_index
@@ -92,9 +94,21 @@ def test_a_damaged_new_version_keeps_the_good_one_live_then_recovers(home):
         assert body["message"] is None
 
 
+def _split_into_two_parts(folder: Path) -> tuple[Path, Path]:
+    """The demo's embeddings as two checksummed parts (as a larger run writes them)."""
+    (part,) = sorted(folder.glob("part-*.parquet"))
+    table = pq.read_table(part)
+    half = table.num_rows // 2
+    first = write_checked_table(table.slice(0, half), folder / "part-a.parquet")
+    second = write_checked_table(table.slice(half), folder / "part-b.parquet")
+    part.unlink()
+    (folder / part_manifest(part)).unlink()
+    return first, second
+
+
 def test_a_truncated_embeddings_part_is_left_out_and_named(home):
     folder = Path(Layout.at(home).embeddings(ColorTextureModel.model_id))
-    part = sorted(folder.glob("**/part-*.parquet"))[0]
+    part, _ = _split_into_two_parts(folder)
     lost = set(read_vectors(folder, parts=[part])[0])
     part.write_bytes(part.read_bytes()[:100])
     with TestClient(create_app(demo_env(home), FAST)) as client:
@@ -108,6 +122,16 @@ def test_a_truncated_embeddings_part_is_left_out_and_named(home):
         assert client.get(f"/images/{gone}/similar").status_code == 404
         kept = sorted(demo.indexed - lost)[0]
         assert client.get(f"/images/{kept}/similar").status_code == 200
+
+
+def test_when_every_embeddings_part_is_damaged_the_api_says_so(home):
+    folder = Path(Layout.at(home).embeddings(ColorTextureModel.model_id))
+    for part in folder.glob("part-*.parquet"):
+        part.write_bytes(part.read_bytes()[:100])
+    with TestClient(create_app(demo_env(home), FAST)) as client:
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert "damaged part" in health.json()["message"] and "left out" in health.json()["message"]
 
 
 @pytest.mark.parametrize("live, reason", [

@@ -84,12 +84,12 @@ def test_parts_carry_their_own_manifest(tmp_path):
 
 
 def test_damaged_parts_are_never_read_and_are_set_aside(tmp_path):
-    good, vectors = _part(tmp_path / "bucket=00", ["a", "b"], seed=1)
-    bad, _ = _part(tmp_path / "bucket=01", ["c", "d"], seed=2)
+    good, vectors = _part(tmp_path, ["a", "b"], seed=1)
+    bad, _ = _part(tmp_path, ["c", "d"], seed=2)
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # truncated
     parts, damaged = embedding_parts(tmp_path)
     assert parts == [good]
-    assert list(damaged) == ["bucket=01/part-2.parquet"] and "size" in damaged["bucket=01/part-2.parquet"]
+    assert list(damaged) == ["part-2.parquet"] and "size" in damaged["part-2.parquet"]
     ids, matrix = read_vectors(tmp_path)
     assert ids == ["a", "b"] and np.array_equal(matrix, vectors)
     assert embedded_uuids(tmp_path) == {"a", "b"}  # c, d count as not embedded: re-embedded

@@ -241,12 +241,15 @@ def _read_vectors(folder: str, shown: str, model: EmbeddingModel) -> tuple[Store
                   for name, reason in sorted(damaged.items()))
     for note in notes:
         log.error("%s", note)
+    if not ids and damaged:
+        raise ServiceUnavailable(f"no usable embeddings for model '{model.model_id}': "
+                                 f"{len(damaged)} damaged part(s), first: {notes[0]}; re-run "
+                                 "the pipeline to embed them again")
     if not ids:
         raise ServiceUnavailable(
-            f"no usable embeddings for model '{model.model_id}' ({where}"
-            + (f": {len(damaged)} damaged part(s), first: {notes[0]}" if damaged else "")
-            + "): is the live index built with another embedder? Set IMGSEARCH_EMBEDDER / "
-            "IMGSEARCH_MODEL as for the pipeline run that built it.")
+            f"no embeddings for model '{model.model_id}' ({where}): is the live index built "
+            "with another embedder? Set IMGSEARCH_EMBEDDER / IMGSEARCH_MODEL as for the "
+            "pipeline run that built it.")
     if matrix.shape[1] != model.dim:
         raise ServiceUnavailable(f"stored vectors have dim {matrix.shape[1]}, model "
                                  f"'{model.model_id}' gives {model.dim}")
