@@ -67,6 +67,7 @@ def main() -> int:
          "--port", str(port), "--no-access-log", "--log-level", "warning"], env=env)
     made: list[str] = []
     samples: list[tuple[int, float]] = []
+    settled: list[tuple[int, float]] = []
     template = Path(tempfile.mkdtemp(prefix="imgsearch-swaps-")) / first
     shutil.copytree(Path(index.root) / "versions" / first, template)  # pruning will delete it
     try:
@@ -81,8 +82,9 @@ def main() -> int:
                 wait_for(client, version, server)
                 index.prune()
                 samples.append((swap, rss_mb(server.pid)))
-            time.sleep(5)  # past the grace period in which a swapped-out version is kept
-            settled = rss_mb(server.pid)
+                if swap % max(1, args.swaps // 4) == 0:
+                    time.sleep(5)  # past the grace period in which a swapped-out version is kept
+                    settled.append((swap, rss_mb(server.pid)))
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -97,12 +99,12 @@ def main() -> int:
     print(f"{args.swaps} swaps of a {health['documents']:,}-document index "
           f"({health['backend']}, {health['model_id']}); server resident memory (VmRSS):")
     marks = sorted({0, 1, 10, 25, 50, 75, args.swaps} & {s for s, _ in samples})
-    print("  " + "  ".join(f"after {s}: {dict(samples)[s]:.0f} MB" for s in marks))
-    tail = [mb for s, mb in samples if s >= args.swaps // 2]
-    second_half = (tail[-1] - tail[0]) / max(1, len(tail) - 1)
-    print(f"  5 s after the last swap (swapped-out versions released): {settled:.0f} MB "
-          f"({settled - samples[0][1]:+.0f} MB against the start)")
-    print(f"  growth over the second half: {second_half * 1024:+.0f} kB per swap; "
+    print("  while swapping: " + "  ".join(f"after {s}: {dict(samples)[s]:.0f} MB" for s in marks))
+    print("  settled (5 s after a swap, swapped-out versions released): " + "  ".join(
+        f"after {swap}: {mb:.0f} MB" for swap, mb in settled))
+    half = [mb for swap, mb in settled if swap >= args.swaps // 2]
+    print(f"  from the middle to the end: {half[-1] - half[0]:+.0f} MB over {args.swaps - args.swaps // 2} "
+          f"swaps ({(half[-1] - half[0]) * 1024 / max(1, args.swaps - args.swaps // 2):+.0f} kB per swap); "
           f"peak {max(mb for _, mb in samples):.0f} MB")
     print(f"  load average: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} cores, shared)")
