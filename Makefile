@@ -33,14 +33,20 @@ test: $(BIN)/dagster
 lint: $(BIN)/dagster
 	$(BIN)/ruff check .
 
+# `make dev` / `make serve` listen on HOST (default 127.0.0.1) and PORT (default 3000 / 8000):
+# `make serve PORT=9000` or `PORT=9000 make serve`.
+HOST ?= 127.0.0.1
+
+# The Dagster UI and daemon: http://127.0.0.1:3000
 dev: $(BIN)/dagster
-	IMGSEARCH_EMBEDDER=color-texture IMGSEARCH_DATASET=$(SAMPLE) $(BIN)/dagster dev -w workspace.yaml
+	IMGSEARCH_EMBEDDER=color-texture IMGSEARCH_DATASET=$(SAMPLE) $(BIN)/dagster dev -w workspace.yaml \
+	  --host $(HOST) --port $(or $(PORT),3000)
 
 # The search API and web page on the demo index (run `make demo` first): http://127.0.0.1:8000
 # No access log: text queries ride in the URL and are the user's own.
 serve: $(BIN)/dagster
 	IMGSEARCH_EMBEDDER=color-texture $(BIN)/uvicorn imgsearch_pipeline.api.app:app \
-	  --host $${HOST:-127.0.0.1} --port $${PORT:-8000} --no-access-log
+	  --host $(HOST) --port $(or $(PORT),8000) --no-access-log
 
 # Benchmarks at the prototype's scale (benchmarks/README.md); BENCH_ARGS=--quick for a short run.
 bench: $(BIN)/dagster

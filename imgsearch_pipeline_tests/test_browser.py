@@ -1,11 +1,25 @@
-"""The web page in headless Chromium against a live uvicorn on the demo index."""
+"""The web page and the API reference in headless Chromium against a live uvicorn.
+
+Every page runs offline (requests to any host but the test server are refused and
+recorded) and under a strict Content-Security-Policy (no inline script or style), and a
+test fails if the page tried the network or broke the policy. What the page shows is
+compared with what the API answers for the same search.
+
+IMGSEARCH_WRITE_SCREENSHOTS=1 writes the screenshots under docs/ (light, dark, phone).
+"""
 
 import contextlib
+import json
 import os
+import re
 import socket
 import threading
 import time
+from functools import partial
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 import uvicorn
 
@@ -14,8 +28,11 @@ from imgsearch_pipeline.api.app import create_app
 from .test_api import Demo, build_demo, demo_env
 
 CHROMIUM = "/usr/bin/chromium"
-# Set to a path (docs/screenshot.png) to keep a screenshot of the page with results.
-SCREENSHOT = os.environ.get("IMGSEARCH_SCREENSHOT")
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+WRITE_SCREENSHOTS = os.environ.get("IMGSEARCH_WRITE_SCREENSHOTS") == "1"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+FOLD = 0.97  # the page's "Fold near-identical" threshold
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,25 +47,41 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serve(app):
+    config = uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning",
+                            access_log=False)
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not running.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        running.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, sample_dataset) -> Demo:
     return Demo(build_demo(tmp_path_factory, sample_dataset))
 
 
-@contextlib.contextmanager
-def _serve(env: dict):
-    config = uvicorn.Config(create_app(env), host="127.0.0.1", port=_free_port(),
-                            log_level="warning", access_log=False)
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{config.port}"
-    running.should_exit = True
-    thread.join(timeout=10)
+@pytest.fixture(scope="module")
+def server(demo):
+    with serve(create_app(demo_env(demo.home))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory, sample_dataset, tiny_siglip):
+    """The same data indexed with a (tiny) SigLIP, which has a text tower."""
+    home = build_demo(tmp_path_factory, sample_dataset, "siglip", model=str(tiny_siglip))
+    with serve(create_app(demo_env(home, "siglip", str(tiny_siglip)))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -63,81 +96,315 @@ def browser():
         chromium.close()
 
 
-def _tab(browser, url: str, console: list[str]):
-    tab = browser.new_page(viewport={"width": 1200, "height": 820})
-    tab.on("console", lambda message: console.append(message.text))
-    tab.goto(url)
-    return tab
+class Tab:
+    """A fresh browser context: offline but for 127.0.0.1, strict CSP on every document."""
+
+    def __init__(self, browser, **options):
+        self.context = browser.new_context(viewport={"width": 1200, "height": 820},
+                                           accept_downloads=True, **options)
+        self.outside: list[str] = []
+        self.problems: list[str] = []
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+
+    def _route(self, route):
+        request = route.request
+        if urlsplit(request.url).hostname not in ("127.0.0.1", None):
+            self.outside.append(request.url)
+            route.abort()
+        elif request.resource_type == "document":
+            response = route.fetch()
+            route.fulfill(response=response,
+                          headers={**response.headers, "content-security-policy": CSP})
+        else:
+            route.continue_()
+
+    def _console(self, message):
+        if "Content Security Policy" in message.text:
+            self.problems.append(message.text)
+
+    def close(self):
+        self.context.close()
+        assert self.outside == [], f"the page reached outside: {self.outside}"
+        assert self.problems == []
 
 
-@pytest.fixture(scope="module")
-def server(demo):
-    with _serve(demo_env(demo.home)) as url:
-        yield url
+@pytest.fixture
+def tab(browser):
+    opened = Tab(browser)
+    yield opened
+    opened.close()
 
 
-CONSOLE: list[str] = []
+@pytest.fixture
+def page(tab):
+    return tab.page
 
 
-@pytest.fixture(scope="module")
-def page(browser, server):
-    tab = _tab(browser, server, CONSOLE)
-    yield tab
-    tab.close()
+def wait_done(page) -> list[str]:
+    page.wait_for_function("() => document.body.dataset.state === 'done'")
+    return grid(page)
 
 
-def _wait(page, expression: str, timeout: float = 30_000) -> None:
-    """Poll a JS expression with evaluate (wait_for_function compiles the predicate with
-    ``new Function``, which the page's Content-Security-Policy rightly forbids)."""
-    deadline = time.monotonic() + timeout / 1000
-    while not page.evaluate(expression):
-        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-        time.sleep(0.05)
+def grid(page) -> list[str]:
+    return page.eval_on_selector_all("#results .hit:not(.folded-hit)",
+                                     "cards => cards.map(c => c.dataset.uuid)")
 
 
-def _grid(page, action) -> list[str]:
+def act(page, action) -> list[str]:
     """Run ``action`` (a user gesture) and return the grid's uuids once the answer is shown."""
     page.evaluate("document.body.dataset.state = 'waiting'")
     action()
-    _wait(page, "document.body.dataset.state === 'done'")
-    return page.eval_on_selector_all("#results .hit", "cards => cards.map(c => c.dataset.uuid)")
+    return wait_done(page)
 
 
-def test_upload_through_the_page_shows_near_duplicates_first(page, demo, tmp_path):
+def open_page(page, url: str) -> list[str]:
+    page.goto(url)
+    return wait_done(page)
+
+
+def address(page) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(page.url).query)
+
+
+def api(server: str, path: str, **params) -> dict:
+    response = httpx.get(f"{server}{path}", params=params, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def api_upload(server: str, data: bytes, **params) -> dict:
+    response = httpx.post(f"{server}/search", params=params, timeout=30,
+                          files={"image": ("query.jpg", data, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def uuids(body: dict) -> list[str]:
+    return [hit["uuid"] for hit in body["hits"]]
+
+
+# -- picture search ----------------------------------------------------------------------
+
+
+def test_upload_through_the_page_shows_near_duplicates_first(page, server, demo, tmp_path):
     query = demo.held_out_with_twins(twins=4)[0]
     picture = tmp_path / "query.jpg"
     picture.write_bytes(demo.image(query))
-    _wait(page, "document.getElementById('status').textContent.includes('images')")
+    open_page(page, server)
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('images')")
     assert "faiss-hnsw" in page.text_content("#status")
     assert page.is_disabled("#text")  # colour-texture has no text side: the page says so
 
-    uuids = _grid(page, lambda: page.set_input_files("#file", str(picture)))
-    assert len(uuids) == 20
+    shown = act(page, lambda: page.set_input_files("#file", str(picture)))
+    assert shown == uuids(api_upload(server, demo.image(query), k=20))
     leading = 0
-    for uuid in uuids:
+    for uuid in shown:
         if demo.scene(uuid) != demo.scene(query):
             break
         leading += 1
     assert leading >= min(demo.train_per_scene[demo.scene(query)], 20) // 2 >= 1
     # The thumbnails come from GET /images/{uuid}: the first rows must load and paint.
-    _wait(page, "[...document.querySelectorAll('#results img')].slice(0, 8)"
+    page.wait_for_function("() => [...document.querySelectorAll('#results img')].slice(0, 8)"
                            ".every(i => i.complete && i.naturalWidth > 0)", timeout=10_000)
-    page.screenshot(path=SCREENSHOT or str(tmp_path / "page.png"))
+    assert page.is_visible("#preview")
+    assert address(page) == {"picture": ["1"]}  # a marker: the picture itself stays in the tab
 
-    # Click the third result: more like it, without itself.
-    clicked = uuids[2]
-    similar = _grid(page, lambda: page.click(f"#results .hit[data-uuid='{clicked}']"))
-    assert page.get_attribute("#results", "data-query") == "similar"
+    # Click the third result: more like it, without itself, and the address says which.
+    clicked = shown[2]
+    similar = act(page, lambda: page.click(f"#results .hit[data-uuid='{clicked}'] img"))
+    assert address(page) == {"like": [clicked]}
+    assert similar == uuids(api(server, f"/images/{clicked}/similar", k=20))
     assert clicked not in similar and demo.scene(similar[0]) == demo.scene(clicked)
-    # The page works under its Content-Security-Policy: nothing was blocked.
-    assert not [m for m in CONSOLE if "Content Security Policy" in m], CONSOLE
 
 
-def test_a_rejected_file_shows_the_reason(page, tmp_path):
+def test_a_rejected_file_shows_the_reason_and_no_broken_preview(page, server, tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_bytes(b"not really a picture")
-    assert _grid(page, lambda: page.set_input_files("#file", str(bad))) == []
+    open_page(page, server)
+    assert act(page, lambda: page.set_input_files("#file", str(bad))) == []
     assert "not an image" in page.text_content("#error")
+    assert page.is_hidden("#preview") and page.is_visible("#drop-hint")
+
+
+def test_option_changes_rerun_the_picture_held_in_memory(page, server, demo, tmp_path):
+    query = demo.held_out_with_twins(twins=3)[1]
+    data = demo.image(query)
+    picture = tmp_path / "mine.jpg"
+    picture.write_bytes(data)
+    open_page(page, server)
+    uploads = []
+    page.on("request", lambda r: uploads.append(r) if r.method == "POST" else None)
+    first = act(page, lambda: page.set_input_files("#file", str(picture)))
+    assert len(first) == 20
+
+    fewer = act(page, lambda: page.select_option("#k", "10"))
+    assert fewer == first[:10] == uuids(api_upload(server, data, k=10))
+    assert address(page) == {"picture": ["1"], "k": ["10"]}
+    folded = act(page, lambda: page.check("#collapse"))
+    assert folded == uuids(api_upload(server, data, k=10, collapse=FOLD))
+    assert address(page) == {"picture": ["1"], "k": ["10"], "fold": ["1"]}
+    word = demo.posts[query]["caption"].split()[1]
+    captioned = act(page, lambda: (page.fill("#caption", word), page.press("#caption", "Enter")))
+    assert captioned == uuids(api_upload(server, data, k=10, collapse=FOLD, caption=word))
+    assert len(uploads) == 4  # each change posted the held picture again; nobody re-picked it
+
+    # Back undoes the last change, with the picture still in memory.
+    assert act(page, page.go_back) == folded
+    assert page.input_value("#caption") == ""
+
+    # A reload loses the picture on purpose: the page asks for it again.
+    assert act(page, page.reload) == []
+    assert "pick it again" in page.text_content("#notice")
+    assert page.is_hidden("#tools") and page.is_hidden("#more") and page.is_hidden("#preview")
+    assert address(page) == {"picture": ["1"], "k": ["10"], "fold": ["1"]}
+    assert page.is_checked("#collapse") and page.input_value("#k") == "10"
+
+
+def test_back_reruns_a_picture_search_after_more_like_this(page, server, demo, tmp_path):
+    picture = tmp_path / "q.jpg"
+    picture.write_bytes(demo.image(demo.held_out_with_twins()[2]))
+    open_page(page, server)
+    first = act(page, lambda: page.set_input_files("#file", str(picture)))
+    act(page, lambda: page.click(f"#results .hit[data-uuid='{first[4]}'] img"))
+    assert act(page, page.go_back) == first
+    assert address(page) == {"picture": ["1"]} and page.is_visible("#preview")
+
+
+def test_paste_a_picture(page, server, demo):
+    data = demo.image(demo.held_out_with_twins()[3])
+    open_page(page, server)
+    shown = act(page, lambda: page.evaluate("""bytes => {
+        const file = new File([new Uint8Array(bytes)], "image.png", {type: "image/jpeg"});
+        const clipboard = new DataTransfer();
+        clipboard.items.add(file);
+        document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: clipboard}));
+    }""", list(data)))
+    assert shown == uuids(api_upload(server, data, k=20))
+    assert "pasted picture" in page.text_content("#query-label")
+
+
+def test_keyboard_opens_the_picker_with_a_visible_focus(page, server, demo, tmp_path):
+    # Intercept file choosers from the start: turning interception on is asynchronous, and
+    # a chooser opened before it is on would never be reported.
+    page.on("filechooser", lambda chooser: None)
+    open_page(page, server)
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "drop":
+            break
+    assert page.evaluate("document.activeElement.id") == "drop"
+    outline = page.eval_on_selector("#drop", "e => getComputedStyle(e).outlineStyle")
+    assert outline not in ("", "none")
+    for key, post in (("Enter", sorted(demo.indexed)[0]), (" ", sorted(demo.indexed)[1])):
+        picture = tmp_path / f"{post}.jpg"
+        picture.write_bytes(demo.image(post))
+        page.focus("#drop")
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press(key)
+        assert not chooser.value.is_multiple()
+        shown = act(page, partial(chooser.value.set_files, str(picture)))
+        assert shown[0] == post  # an indexed picture finds itself first
+
+
+# -- more like this, deep links, paging ----------------------------------------------------
+
+
+def test_deep_link_back_and_forward(page, server, demo, browser):
+    post = demo.held_out_with_twins()[0]
+    link = f"{server}/?like={post}&k=10"
+    first = open_page(page, link)
+    assert first == uuids(api(server, f"/images/{post}/similar", k=10))
+    assert page.input_value("#k") == "10"
+
+    second = act(page, lambda: page.click(f"#results .hit[data-uuid='{first[3]}'] img"))
+    assert address(page) == {"like": [first[3]], "k": ["10"]}
+    assert act(page, page.go_back) == first and address(page) == {"like": [post], "k": ["10"]}
+    assert act(page, page.go_forward) == second
+
+    # The same link in another browser context shows the same search.
+    other = Tab(browser)
+    try:
+        assert open_page(other.page, link) == first
+    finally:
+        other.close()
+
+
+def test_more_results_pages_to_the_end(page, server, demo):
+    post = sorted(demo.indexed)[5]
+    first = open_page(page, f"{server}/?like={post}&k=10")
+    two_pages = act(page, lambda: page.click("#more"))
+    assert two_pages[:10] == first
+    assert two_pages == uuids(api(server, f"/images/{post}/similar", k=20))
+    assert page.text_content("#results .hit:nth-child(20) .rank") == "#20"
+
+    shown = open_page(page, f"{server}/?like={post}&k=100")
+    while page.is_visible("#more"):
+        shown = act(page, lambda: page.click("#more"))
+    assert len(shown) == len(set(shown)) == len(demo.indexed) - 1
+    assert set(shown) == demo.indexed - {post}
+
+
+def test_a_folded_group_expands(page, server, demo):
+    post = demo.held_out_with_twins(twins=3)[0]
+    open_page(page, f"{server}/?like={post}&k=10&fold=1")
+    assert page.is_checked("#collapse")
+    body = api(server, f"/images/{post}/similar", k=10, collapse=FOLD)
+    groups = [hit for hit in body["hits"] if hit["folded"]]
+    assert groups, "the demo has near-identical copies to fold"
+    group = groups[0]
+    button = page.locator(f"#results .hit[data-uuid='{group['uuid']}'] button.fold")
+    assert button.text_content() == f"+{len(group['folded'])} near-identical"
+    button.click()
+    assert button.get_attribute("aria-expanded") == "true"
+    members = page.eval_on_selector_all(
+        f"#results .folded-hit[data-folded-into='{group['uuid']}']",
+        "cards => cards.map(c => c.dataset.uuid)")
+    assert members == [twin["uuid"] for twin in group["folded"]]
+    # They sit right after their group's card.
+    order = page.eval_on_selector_all("#results .hit", "cards => cards.map(c => c.dataset.uuid)")
+    start = order.index(group["uuid"]) + 1
+    assert order[start:start + len(members)] == members
+    button.click()
+    assert page.locator("#results .folded-hit").count() == 0
+
+
+def test_results_download_as_json(page, server, demo):
+    post = sorted(demo.indexed)[7]
+    shown = open_page(page, f"{server}/?like={post}&k=10")
+    act(page, lambda: page.click("#more"))
+    with page.expect_download() as download:
+        page.click("#download")
+    record = json.loads(Path(download.value.path()).read_text())
+    assert [hit["uuid"] for hit in record["hits"]] == grid(page)
+    assert record["hits"][:10] == api(server, f"/images/{post}/similar", k=10)["hits"]
+    assert record["search"]["like"] == post and record["search"]["kind"] == "similar"
+    assert len(shown) == 10 and len(record["hits"]) == 20
+
+
+# -- text search ---------------------------------------------------------------------------
+
+
+def test_text_search_deep_link_and_back(page, text_server):
+    words = "a photo of a red circle"
+    first = open_page(page, f"{text_server}/?q={words.replace(' ', '+')}&k=7")
+    assert first == uuids(api(text_server, "/search", text=words, k=7))
+    assert page.input_value("#text") == words and page.input_value("#k") == "7"
+
+    def search(text):
+        page.fill("#text", text)
+        page.press("#text", "Enter")
+
+    second = act(page, lambda: search("green stripes"))
+    assert second == uuids(api(text_server, "/search", text="green stripes", k=7))
+    assert address(page) == {"q": ["green stripes"], "k": ["7"]}
+    assert act(page, page.go_back) == first
+    assert page.input_value("#text") == words
+
+
+# -- API keys ------------------------------------------------------------------------------
 
 
 def test_with_api_keys_the_page_asks_for_one_then_shows_images(browser, demo, tmp_path):
@@ -148,19 +415,70 @@ def test_with_api_keys_the_page_asks_for_one_then_shows_images(browser, demo, tm
         asked.append(dialog.message)
         dialog.accept("page-key-123")
 
-    with _serve(env) as url:
-        tab = _tab(browser, url, [])
-        tab.on("dialog", answer)
-        _wait(tab, "document.getElementById('status').textContent.includes('images')")
-        picture = tmp_path / "query.jpg"
-        picture.write_bytes(demo.image(sorted(demo.indexed)[0]))
-        uuids = _grid(tab, lambda: tab.set_input_files("#file", str(picture)))
-        assert len(asked) == 1 and "API key" in asked[0]
-        assert len(uuids) == 20
-        # Thumbnails load through signed links (an <img> sends no key).
-        _wait(tab, "[...document.querySelectorAll('#results img')].slice(0, 4)"
-                              ".every(i => i.complete && i.naturalWidth > 0)", timeout=10_000)
-        # The key is kept for the tab: a second search asks nothing.
-        _grid(tab, lambda: tab.click(f"#results .hit[data-uuid='{uuids[1]}']"))
-        assert len(asked) == 1
-        tab.close()
+    with serve(create_app(env)) as url:
+        tab = Tab(browser)
+        try:
+            page = tab.page
+            page.on("dialog", answer)
+            open_page(page, url)
+            picture = tmp_path / "query.jpg"
+            picture.write_bytes(demo.image(sorted(demo.indexed)[0]))
+            shown = act(page, partial(page.set_input_files, "#file", str(picture)))
+            assert len(asked) == 1 and "API key" in asked[0]
+            assert len(shown) == 20
+            # Thumbnails load through signed links (an <img> sends no key).
+            page.wait_for_function("() => [...document.querySelectorAll('#results img')]"
+                                   ".slice(0, 4).every(i => i.complete && i.naturalWidth > 0)",
+                                   timeout=10_000)
+            # The key is kept for the tab: more like this and its next page ask nothing, and the
+            # preview of the clicked post comes through its signed link.
+            act(page, lambda: page.click(f"#results .hit[data-uuid='{shown[1]}'] img"))
+            act(page, lambda: page.click("#more"))
+            assert len(asked) == 1 and len(grid(page)) == 40
+            page.wait_for_function("() => !document.getElementById('preview').hidden")
+        finally:
+            tab.close()
+
+
+# -- the API reference ---------------------------------------------------------------------
+
+
+def test_docs_render_with_no_network(page, server):
+    page.goto(f"{server}/docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
+    summaries = page.eval_on_selector_all(".opblock-summary-path", "e => e.map(x => x.textContent)")
+    assert {"/search", "/images/{uuid}/similar", "/metrics"} <= {s.replace("\u200b", "")
+                                                                for s in summaries}
+    page.click("#operations-default-search_by_text_search_get .opblock-summary")
+    page.wait_for_selector("#operations-default-search_by_text_search_get tr[data-param-name='offset']")
+
+
+# -- screenshots for the docs --------------------------------------------------------------
+
+
+def test_screenshots_light_dark_and_phone(browser, server, demo, tmp_path):
+    query = demo.held_out_with_twins(twins=4)[0]
+    picture = tmp_path / "query.jpg"
+    picture.write_bytes(demo.image(query))
+    folder = DOCS if WRITE_SCREENSHOTS else tmp_path
+    shots = {"screenshot.png": ({"width": 1200, "height": 820}, "light"),
+             "screenshot-dark.png": ({"width": 1200, "height": 820}, "dark"),
+             "screenshot-phone.png": ({"width": 390, "height": 844}, "light")}
+    for name, (viewport, scheme) in shots.items():
+        tab = Tab(browser, color_scheme=scheme)
+        try:
+            page = tab.page
+            page.set_viewport_size(viewport)
+            open_page(page, f"{server}/?k=20&fold=1")
+            shown = act(page, partial(page.set_input_files, "#file", str(picture)))
+            assert shown
+            page.wait_for_function("() => [...document.querySelectorAll('#results img')].slice(0, 8)"
+                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=10_000)
+            background = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+            dark = sum(int(c) for c in re.findall(r"\d+", background)[:3]) < 200
+            assert dark == (scheme == "dark"), background
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= viewport["width"], "the page scrolls sideways"
+            page.screenshot(path=str(folder / name))
+        finally:
+            tab.close()

@@ -2,9 +2,14 @@
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -31,3 +36,39 @@ def test_materialize_command_runs_whole_graph(sample_dataset, tmp_path):
     assert report["queries"] > 0 and report["indexed"] > report["queries"]
     assert (home / "tables" / "reports" / "latency.png").stat().st_size > 1000
     assert (home / "index" / "LIVE").read_text().strip() == report["index_version"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_make_serve_listens_on_host_and_port(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "IMGSEARCH_HOME": str(tmp_path / "var")}  # no index: /health says why
+    # -o: never rebuild the environment from here, whatever the file times say.
+    server = subprocess.Popen(["make", "-s", "-o", ".venv/bin/dagster", "serve", f"PORT={port}",
+                               "HOST=127.0.0.1"], cwd=PROJECT, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, "make serve exited"
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "make serve did not listen on PORT"
+                time.sleep(0.5)
+        assert response.status_code == 503 and "no live index" in response.json()["message"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_make_dev_takes_host_and_port():
+    planned = subprocess.run(["make", "-n", "-o", ".venv/bin/dagster", "dev", "PORT=4321",
+                              "HOST=127.0.0.2"], cwd=PROJECT, capture_output=True, text=True,
+                             check=True).stdout
+    assert "dagster dev" in planned and "--host 127.0.0.2 --port 4321" in planned

@@ -20,6 +20,7 @@ from imgsearch_pipeline.resources.elasticsearch_index import BulkIndexingError, 
 from imgsearch_pipeline.resources.vector_index import IndexBatch, SearchFilter
 
 from .pipeline import materialize_all, pipeline_resources
+from .test_api_paging import exact_ranking, service_over, walk_pages
 
 ES_URL = os.environ.get("IMGSEARCH_ES_URL")
 
@@ -175,3 +176,17 @@ def test_rejected_documents_fail_the_build_by_name(indices):
     assert "2 of 10 documents rejected" in str(raised.value)
     assert index.versions() == []  # the half-built version is gone, nothing published
     assert index.live_version() is None
+
+
+def test_api_pages_follow_the_exact_ranking(indices):
+    """The API's paging (offset + k) on a real server, page after page to the end."""
+    index = indices()
+    vectors = unit_vectors(120, 16, 21)
+    docs = batch("pg", vectors)
+    index.build("v1", 16, [docs])
+    index.publish("v1")
+    corpus = (docs.ids, vectors)
+    query = unit_vectors(1, 16, 22)[0]
+    pages = walk_pages(service_over(index, corpus, version="v1"), query, 25)
+    assert [len(page) for page in pages] == [25, 25, 25, 25, 20]
+    assert sum(pages, []) == exact_ranking(corpus, query)

@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,6 +25,7 @@ from ..resources.embedders import TextNotSupportedError
 from .admission import Lanes, Overloaded
 from .auth import KEY_HEADER, LinkSigner, Unauthorized
 from .hardening import add_hardening, truthful_openapi
+from .metrics import ApiMetrics, IndexState, LaneState, MetricsMiddleware
 from .routes import ServiceNotReady, router
 from .service import BackendUnavailable, load_service, public_reason
 from .settings import ApiSettings, check_access_rules
@@ -32,6 +33,9 @@ from .upload import BadUpload, UploadTooLarge
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+# Swagger UI as an installed package ships it: /docs needs no network. (ReDoc is not served:
+# it styles itself with inline <style> elements, which a strict CSP refuses.)
+DOCS_ASSETS = ("fastapi_offline", "static")
 
 
 def _error(status: int, message: str, detail=None, headers=None) -> JSONResponse:
@@ -199,20 +203,69 @@ def create_app(environ: Mapping[str, str] | None = None,
         summary="Image similarity search over the pipeline's live index.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own pages load Swagger UI / ReDoc from a CDN: see add_pages
+        redoc_url=None,
     )
     app.state.settings = chosen
     app.state.signer = LinkSigner(chosen.link_ttl_s)
     add_error_handlers(app)
     app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     add_hardening(app, chosen)
     app.openapi = lambda: truthful_openapi(app)
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
+    add_pages(app)
+    add_metrics(app)  # outermost: it sees every answer, those of the hardening included
     return app
+
+
+def add_pages(app: FastAPI) -> None:
+    """The web page, the API reference (/docs) and the favicon: static files only,
+    no inline script or style, so they work offline and under a strict CSP."""
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs/assets", StaticFiles(packages=[DOCS_ASSETS]), name="docs-assets")
+
+    def page(name: str):
+        async def serve() -> FileResponse:
+            return FileResponse(STATIC / name)
+        return serve
+
+    app.get("/", include_in_schema=False)(page("index.html"))
+    app.get("/docs", include_in_schema=False)(page("docs.html"))
+    app.get("/favicon.ico", include_in_schema=False)(page("favicon.ico"))
+
+
+def _index_state(app: FastAPI) -> IndexState | None:
+    service = getattr(app.state, "service", None)
+    if service is None:
+        return None
+    return IndexState(service.version, service.model.model_id, service.index.backend,
+                      service.documents)
+
+
+def _queue_state(app: FastAPI) -> dict[str, LaneState]:
+    lanes = getattr(app.state, "admission", None)
+    if lanes is None:
+        return {}
+    states = {}
+    for name, lane in (("ordinary", lanes.ordinary), ("heavy", lanes.heavy)):
+        stats = lane.limiter.statistics()
+        states[name] = LaneState(stats.borrowed_tokens, stats.tasks_waiting,
+                                 int(stats.total_tokens), lane.limit)
+    return states
+
+
+def add_metrics(app: FastAPI) -> None:
+    """``GET /metrics`` (Prometheus) and the middleware that counts and times requests."""
+    metrics = ApiMetrics(lambda: _index_state(app), lambda: _queue_state(app))
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics, router=app.router)
+
+    @app.get("/metrics", summary="Metrics", response_class=Response, responses={200: {
+        "description": "Prometheus text format (OpenMetrics when the Accept header asks).",
+        "content": {"text/plain": {"schema": {"type": "string"}}}}})
+    async def metrics_page(request: Request) -> Response:
+        """Requests by route and status, search stage times, the served index, the queue."""
+        body, content_type = metrics.exposition(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
 
 app = create_app()

@@ -6,20 +6,30 @@ from pydantic import BaseModel, Field
 
 MAX_K = 100
 MAX_CANDIDATES = 1000
+MAX_DEPTH = 1000  # offset + k: how deep paging reaches into one ranked list
 
 
-class SearchHit(BaseModel):
+class FoldedHit(BaseModel):
     uuid: str = Field(description="Post id (uuid5 of the image bytes).")
     score: float = Field(ge=-1.0, le=1.0,
                          description="Cosine similarity to the query (higher is closer).")
     caption: str | None = None
     image_url: str = Field(description="Where the image can be fetched (this API's /images/{uuid}).")
+
+
+class SearchHit(FoldedHit):
     duplicates: int = Field(0, description="Near-identical hits folded into this one (collapse).")
+    folded: list[FoldedHit] = Field(
+        default_factory=list, description="The folded hits themselves, best first (collapse).")
 
 
 class SearchResponse(BaseModel):
     query: Literal["image", "text", "similar"]
     k: int
+    offset: int = Field(0, description="Rank of the first hit in the whole list (0-based).")
+    next_offset: int | None = Field(
+        None, description="`offset` of the next page; null when the list ends or the next page "
+                          f"would start at rank {MAX_DEPTH}.")
     model_id: str
     index_version: str
     hits: list[SearchHit]

@@ -14,8 +14,17 @@ from ..core.images import decode_cost
 from ..core.integrity import IntegrityError
 from ..resources.vector_index import SearchFilter
 from .auth import require_key, require_key_or_signature
-from .models import ERRORS, MAX_CANDIDATES, MAX_K, Health, SearchHit, SearchResponse
-from .service import BackendUnavailable, Result, SearchService, Timings
+from .models import (
+    ERRORS,
+    MAX_CANDIDATES,
+    MAX_DEPTH,
+    MAX_K,
+    FoldedHit,
+    Health,
+    SearchHit,
+    SearchResponse,
+)
+from .service import BackendUnavailable, Page, SearchService, Timings
 from .upload import image_from_body, read_capped
 
 # Dependencies are `async def`: FastAPI runs plain `def` ones on the thread pool (a hop each).
@@ -43,6 +52,16 @@ class SearchOptions:
     num_candidates: int | None
     search_filter: SearchFilter | None
     collapse: float | None
+    offset: int = 0
+
+    @property
+    def page_size(self) -> int:
+        """k, cut so that the page ends at rank MAX_DEPTH at the deepest."""
+        return min(self.k, MAX_DEPTH - self.offset)
+
+    def next_offset(self, page: Page) -> int | None:
+        end = self.offset + self.page_size
+        return end if page.more and end < MAX_DEPTH else None
 
 
 async def search_options(
@@ -58,10 +77,15 @@ async def search_options(
     collapse: Annotated[float | None, Query(
         gt=0.0, le=1.0,
         description="Fold hits whose cosine similarity to a better hit is above this.")] = None,
+    offset: Annotated[int, Query(
+        ge=0, lt=MAX_DEPTH,
+        description=f"Paging: skip this many hits of the ranked list (the next page's offset is "
+                    f"`next_offset` of the answer). A page ends at rank {MAX_DEPTH} at the deepest; "
+                    "the search explores at least offset + k + 1 candidates.")] = 0,
 ) -> SearchOptions:
     words = tuple(caption.split()) if caption else ()
     search_filter = SearchFilter(words, split) if words or split else None
-    return SearchOptions(k, num_candidates, search_filter, collapse)
+    return SearchOptions(k, num_candidates, search_filter, collapse, offset)
 
 
 Options = Annotated[SearchOptions, Depends(search_options)]
@@ -82,12 +106,21 @@ def image_link(request: Request, uuid: str) -> str:
 
 
 def _answer(request: Request, response: Response, service: SearchService, query: str,
-            k: int, results: list[Result], timings: Timings) -> SearchResponse:
+            options: SearchOptions, page: Page, timings: Timings) -> SearchResponse:
     response.headers["Server-Timing"] = timings.header()
-    hits = [SearchHit(uuid=r.hit.uuid, score=r.hit.score, caption=r.hit.caption,
-                      image_url=image_link(request, r.hit.uuid), duplicates=r.duplicates)
-            for r in results]
-    return SearchResponse(query=query, k=k, model_id=service.model.model_id,
+
+    def fields(hit) -> dict:
+        return {"uuid": hit.uuid, "score": hit.score, "caption": hit.caption,
+                "image_url": image_link(request, hit.uuid)}
+
+    hits = [SearchHit(**fields(r.hit), duplicates=r.duplicates,
+                      folded=[FoldedHit(**fields(f)) for f in r.folded])
+            for r in page.results]
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.observe_stages(query, timings.stages)
+    return SearchResponse(query=query, k=options.k, offset=options.offset,
+                          next_offset=options.next_offset(page), model_id=service.model.model_id,
                           index_version=service.version, hits=hits,
                           timings_ms={n: round(ms, 3) for n, ms in timings.stages.items()})
 
@@ -98,13 +131,14 @@ async def _embed_and_search(request: Request, response: Response, service: Searc
     """Embed the query and search, in a worker thread; the vector never leaves it."""
     timings = Timings()
 
-    def run() -> list[Result]:
-        return service.search(embed(timings), options.k, options.num_candidates,
-                              options.search_filter, options.collapse, timings)
+    def run() -> Page:
+        return service.search(embed(timings), options.page_size, options.num_candidates,
+                              options.search_filter, options.collapse, timings,
+                              offset=options.offset)
 
     # Off the event loop, under the bounded queue: beyond it, 503 + Retry-After at once.
-    results = await request.app.state.admission.run(run, pixels)
-    return _answer(request, response, service, query, options.k, results, timings)
+    page = await request.app.state.admission.run(run, pixels)
+    return _answer(request, response, service, query, options, page, timings)
 
 
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
@@ -153,10 +187,10 @@ async def similar(request: Request, response: Response, service: Service, uuid: 
         known = uuid in service.posts
         raise HTTPException(404, "post has no stored vector" if known else "no post with this uuid")
     timings = Timings()
-    results = await run_in_threadpool(
-        service.search, vector, options.k, options.num_candidates, options.search_filter,
-        options.collapse, timings, uuid)
-    return _answer(request, response, service, "similar", options.k, results, timings)
+    page = await run_in_threadpool(
+        service.search, vector, options.page_size, options.num_candidates, options.search_filter,
+        options.collapse, timings, uuid, options.offset)
+    return _answer(request, response, service, "similar", options, page, timings)
 
 
 @router.get("/images/{uuid}", responses={**ERRORS, 200: {"content": {"image/*": {}}},

@@ -112,7 +112,19 @@ class Timings:
 @dataclass(frozen=True)
 class Result:
     hit: Hit
-    duplicates: int = 0  # near-identical hits folded into this one
+    folded: tuple[Hit, ...] = ()  # near-identical hits folded into this one, best first
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.folded)
+
+
+@dataclass(frozen=True)
+class Page:
+    """The hits ``[offset, offset + k)`` of one ranked list, and whether it goes on."""
+
+    results: list[Result]
+    more: bool
 
 
 def collapse_near_duplicates(
@@ -123,17 +135,17 @@ def collapse_near_duplicates(
     Vectors are L2-normalised, so the dot product is the cosine. A hit without a stored
     vector cannot be compared and is kept.
     """
-    kept: list[list] = []  # [hit, vector or None, duplicates]
+    kept: list[tuple[Hit, np.ndarray | None, list[Hit]]] = []  # hit, vector, folded into it
     for hit in hits:
         vector = vector_of(hit.uuid)
         twin = None if vector is None else next(
             (entry for entry in kept
              if entry[1] is not None and float(vector @ entry[1]) > threshold), None)
         if twin is None:
-            kept.append([hit, vector, 0])
+            kept.append((hit, vector, []))
         else:
-            twin[2] += 1
-    return [Result(hit, duplicates) for hit, _, duplicates in kept]
+            twin[2].append(hit)
+    return [Result(hit, tuple(folded)) for hit, _, folded in kept]
 
 
 @dataclass(frozen=True)
@@ -176,17 +188,23 @@ class SearchService:
         collapse: float | None,
         timings: Timings,
         exclude: str | None = None,
-    ) -> list[Result]:
+        offset: int = 0,
+    ) -> Page:
+        """Hits ``offset`` to ``offset + k`` of the ranked list, on any backend: the index is
+        asked for the top ``offset + k + 1`` (the one more tells whether a next page exists)
+        and the page is sliced here; the candidates explored are at least that many."""
         started = time.perf_counter()
+        depth = offset + k + 1
         # Ask for more when hits will be dropped (the query itself, collapsed twins).
-        fetch = k + (exclude is not None)
+        fetch = depth + (exclude is not None)
+        cap = max(self.settings.max_candidates, fetch)
         if collapse is not None:
-            fetch = min(max(fetch * 4, fetch + 20), self.settings.max_candidates)
+            fetch = min(max(fetch * 4, fetch + 20), cap)
         candidates = max(num_candidates or 0, fetch)
         if num_candidates is None:
             # A filter hides most of the graph from the traversal: let it explore further.
             wide = 10 if search_filter is not None else 2
-            candidates = min(max(DEFAULT_NUM_CANDIDATES, wide * fetch), self.settings.max_candidates)
+            candidates = min(max(DEFAULT_NUM_CANDIDATES, wide * fetch), cap)
         try:
             hits = self.index.search(vector, fetch, candidates, version=self.version,
                                      search_filter=search_filter)
@@ -200,7 +218,7 @@ class SearchService:
         else:
             results = collapse_near_duplicates(hits, self.vectors.get, collapse)
         timings.record("search", started)
-        return results[:k]
+        return Page(results[offset:offset + k], more=len(results) > offset + k)
 
     def _credible(self, hits: list[Hit]) -> list[Hit]:
         kept = []
