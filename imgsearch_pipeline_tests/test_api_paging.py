@@ -180,7 +180,7 @@ def test_folded_hits_come_with_their_group(client, demo):
 
 def test_openapi_declares_paging(client):
     schema = client.get("/openapi.json").json()
-    parameters = {p["name"]: p for p in schema["paths"]["/search"]["get"]["parameters"]}
+    parameters = {p["name"]: p for p in schema["paths"]["/search"]["post"]["parameters"]}
     offset = parameters["offset"]["schema"]
     assert offset["minimum"] == 0 and offset["exclusiveMaximum"] == MAX_DEPTH
     response = schema["components"]["schemas"]["SearchResponse"]["properties"]

@@ -449,8 +449,8 @@ def test_docs_render_with_no_network(page, server):
     summaries = page.eval_on_selector_all(".opblock-summary-path", "e => e.map(x => x.textContent)")
     assert {"/search", "/images/{uuid}/similar", "/metrics"} <= {s.replace("\u200b", "")
                                                                 for s in summaries}
-    page.click("#operations-default-search_by_text_search_get .opblock-summary")
-    page.wait_for_selector("#operations-default-search_by_text_search_get tr[data-param-name='offset']")
+    page.click("#operations-default-search_by_image_search_post .opblock-summary")
+    page.wait_for_selector("#operations-default-search_by_image_search_post tr[data-param-name='offset']")
 
 
 # -- screenshots for the docs --------------------------------------------------------------
