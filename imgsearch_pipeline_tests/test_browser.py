@@ -25,7 +25,8 @@ import uvicorn
 
 from imgsearch_pipeline.api.app import create_app
 
-from .test_api import Demo, build_demo, demo_env
+from . import test_api
+from .test_api import build_demo, demo_env
 
 CHROMIUM = "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -65,9 +66,7 @@ def serve(app):
         thread.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory, sample_dataset) -> Demo:
-    return Demo(build_demo(tmp_path_factory, sample_dataset))
+demo = test_api.demo  # the demo index of test_api.py, as a fixture
 
 
 @pytest.fixture(scope="module")
