@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from imgsearch_pipeline.sample_data import write_dataset  # noqa: E402
 
-from .tiny_models import save_tiny_siglip  # noqa: E402
+from .tiny_models import save_tiny_siglip, train_spiece  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +24,15 @@ def sample_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_siglip(tmp_path_factory) -> Path:
-    return save_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
+def spiece_model() -> bytes:
+    """A sentencepiece vocabulary trained by sentencepiece's own trainer, once per session."""
+    return train_spiece()
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory, spiece_model) -> Path:
+    """A tiny SigLIP in the Hub's file layout of google/siglip-base-patch16-512 (tiny_models.py)."""
+    return save_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"), spiece_model)
 
 
 @pytest.fixture

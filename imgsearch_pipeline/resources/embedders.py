@@ -1,9 +1,7 @@
-"""Image embedders: SigLIP through sentence-transformers, and a weight-free descriptor."""
+"""Image embedders: SigLIP (siglip.py) and a weight-free descriptor."""
 
 from __future__ import annotations
 
-import functools
-import os
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -19,6 +17,10 @@ DEFAULT_SIGLIP = "google/siglip-base-patch16-512"
 
 class ModelUnavailableError(RuntimeError):
     """The embedding model could not be loaded; the message says where we looked."""
+
+
+class MissingDependencyError(ImportError):
+    """A Python package the model needs is not installed: a set-up problem, not a missing model."""
 
 
 class TextNotSupportedError(ValueError):
@@ -91,7 +93,7 @@ class ColorTextureEmbedder(Embedder):
 
 
 # ---------------------------------------------------------------------------------------
-# SigLIP through sentence-transformers
+# SigLIP (the model itself lives in siglip.py)
 # ---------------------------------------------------------------------------------------
 
 
@@ -107,70 +109,9 @@ def pick_device(requested: str = "auto") -> str:
     return "cpu"
 
 
-class SentenceTransformerModel(EmbeddingModel):
-    supports_text = True
-
-    def __init__(self, model: Any, model_id: str, half: bool):
-        import torch
-
-        self._torch = torch
-        self._model = model
-        self.model_id = model_id
-        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.dim = int(dimension())
-        self._dtype = torch.float16 if half else None
-
-    def prepare(self, images: list[Image.Image]) -> dict[str, Any]:
-        return self._model.preprocess(images)
-
-    def _forward(self, features: dict[str, Any]) -> np.ndarray:
-        torch = self._torch
-        device = self._model.device
-        moved = {}
-        for name, value in features.items():
-            if isinstance(value, torch.Tensor):
-                value = value.to(device, non_blocking=True)
-                if self._dtype is not None and value.is_floating_point():
-                    value = value.to(self._dtype)
-            moved[name] = value
-        with torch.inference_mode():
-            output = self._model.forward(moved)["sentence_embedding"]
-        vectors = torch.nn.functional.normalize(output.float(), dim=-1)
-        return vectors.cpu().numpy().astype(np.float32)
-
-    def encode(self, prepared: dict[str, Any]) -> np.ndarray:
-        return self._forward(prepared)
-
-    def encode_text(self, texts: list[str]) -> np.ndarray:
-        return self._forward(self._model.preprocess(texts))
-
-
-@functools.lru_cache(maxsize=4)
-def _load_sentence_transformer(name: str, device: str, half: bool) -> SentenceTransformerModel:
-    from huggingface_hub import constants
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        model = SentenceTransformer(name, device=device)
-    except Exception as exc:
-        where = (
-            f"the local folder '{name}'" if os.path.isdir(name)
-            else f"the Hugging Face cache at {constants.HF_HUB_CACHE} and the Hub"
-        )
-        raise ModelUnavailableError(
-            f"Could not load embedding model '{name}' from {where}: {exc}. "
-            "Without network access, download it on a connected machine "
-            f"(`hf download {name}`), copy the folder here and set IMGSEARCH_MODEL to its "
-            "path, or point HF_HOME at a cache that holds it."
-        ) from exc
-    model.eval()
-    if half:
-        model.half()
-    return SentenceTransformerModel(model, name, half)
-
-
 class SiglipEmbedder(Embedder):
-    """SigLIP image tower (text tower too, for text search) via sentence-transformers."""
+    """SigLIP image tower (text tower too, for text search) through transformers, from a
+    checkpoint in the Hub's file layout: a local folder or a Hub model id."""
 
     model_name: str = DEFAULT_SIGLIP
     device: str = "auto"
@@ -181,6 +122,9 @@ class SiglipEmbedder(Embedder):
         return self.model_name
 
     def load(self) -> EmbeddingModel:
+        from .siglip import check_dependencies, load_siglip
+
+        check_dependencies()  # before torch is imported by pick_device
         device = pick_device(self.device)
         half = self.half_precision and device == "cuda"
-        return _load_sentence_transformer(self.model_name, device, half)
+        return load_siglip(self.model_name, device, half)

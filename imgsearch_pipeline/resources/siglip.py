@@ -1,0 +1,191 @@
+"""SigLIP through transformers: the checkpoint in the Hub's own file layout
+(``config.json``, ``model.safetensors``, ``preprocessor_config.json``, ``spiece.model``,
+``tokenizer_config.json``, ``special_tokens_map.json``), used as it was trained.
+
+Four seams, so another runtime can replace the compute without touching the rest:
+
+- loading: ``check_dependencies`` -> ``locate_checkpoint`` -> ``load_siglip``;
+- preprocessing (CPU, thread-safe): ``SiglipEncoder.prepare`` (images -> pixel values) and
+  ``SiglipEncoder.tokenize`` (texts -> token ids, padded to the trained length);
+- encoding an image batch: ``SiglipEncoder.encode`` -> ``image_features``;
+- encoding a text batch: ``SiglipEncoder.encode_tokens`` -> ``text_features``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .embedders import DEFAULT_SIGLIP, EmbeddingModel, MissingDependencyError, ModelUnavailableError
+
+# Python packages (import name -> distribution) that loading the Hub layout needs.
+# sentencepiece and protobuf are what SiglipTokenizer needs for ``spiece.model``.
+DEPENDENCIES = {"torch": "torch", "transformers": "transformers", "huggingface_hub": "huggingface-hub",
+                "sentencepiece": "sentencepiece", "google.protobuf": "protobuf"}
+CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "tokenizer_config.json")
+DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model"]
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
+def check_dependencies() -> None:
+    for module, package in DEPENDENCIES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"SigLIP needs the Python package '{package}', which is not installed "
+                f"(import {module}: {exc}). Install the project's dependencies with `make setup`, "
+                f"or this package alone with `.venv/bin/pip install {package}`."
+            ) from exc
+
+
+def _how_to_point_at_a_copy(name: str) -> str:
+    repo = name if _is_repo_id(name) else DEFAULT_SIGLIP
+    return (f"On a machine with network access run `hf download {repo} --local-dir "
+            f"models/{repo.rsplit('/', 1)[-1]}`, copy that folder here and set IMGSEARCH_MODEL to its "
+            "path (or point HF_HOME at a Hugging Face cache that holds the model).")
+
+
+def _is_repo_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not os.path.exists(name)
+
+
+def locate_checkpoint(name: str) -> Path:
+    """The folder holding the checkpoint ``name``: a local folder, else the Hugging Face
+    cache, else a download from the Hub. Without a local copy and without a reachable Hub
+    this fails within ``HUB_PROBE_TIMEOUT_S`` (plus connection set-up), never in retries."""
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        missing = [f for f in CHECKPOINT_FILES if not (folder / f).is_file()]
+        if missing:
+            raise ModelUnavailableError(
+                f"The folder {folder.resolve()} (IMGSEARCH_MODEL) is not a SigLIP checkpoint: it has no "
+                f"{', '.join(missing)}. It should hold the files of the Hub's repository. "
+                + _how_to_point_at_a_copy(name))
+        return folder
+
+    from huggingface_hub import HfApi, constants, is_offline_mode, snapshot_download
+
+    looked = (f"There is no local folder '{name}' ({folder.resolve()}) and no copy in the "
+              f"Hugging Face cache at {constants.HF_HUB_CACHE}")
+    try:
+        return Path(snapshot_download(name, allow_patterns=DOWNLOAD_PATTERNS, local_files_only=True))
+    except Exception:  # not cached, or not a valid repository id
+        pass
+    if is_offline_mode():
+        raise ModelUnavailableError(
+            f"Could not load embedding model '{name}'. {looked}, and the Hub is not tried "
+            "(HF_HUB_OFFLINE is set). " + _how_to_point_at_a_copy(name))
+    try:
+        HfApi().model_info(name, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"Could not load embedding model '{name}'. {looked}, and the Hugging Face Hub at "
+            f"{constants.ENDPOINT} could not be reached or has no such model "
+            f"({type(exc).__name__}: {exc}). " + _how_to_point_at_a_copy(name)) from None
+    try:
+        return Path(snapshot_download(name, allow_patterns=DOWNLOAD_PATTERNS))
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"Could not download embedding model '{name}' from {constants.ENDPOINT} into "
+            f"{constants.HF_HUB_CACHE}: {type(exc).__name__}: {exc}. " + _how_to_point_at_a_copy(name)
+        ) from None
+
+
+class SiglipEncoder(EmbeddingModel):
+    """A loaded SigLIP: both towers, its image processor and its tokenizer."""
+
+    supports_text = True
+
+    def __init__(self, model: Any, image_processor: Any, tokenizer: Any, model_id: str, half: bool):
+        import torch
+
+        self._torch = torch
+        self._model = model
+        self._image_processor = image_processor
+        self._tokenizer = tokenizer
+        self.model_id = model_id
+        self.device = next(model.parameters()).device
+        self._dtype = torch.float16 if half else torch.float32
+        config = model.config
+        self.dim = int(config.vision_config.hidden_size)
+        # As trained: every text padded (with </s>) or cut to the tokenizer's length, 64.
+        self.text_length = min(int(tokenizer.model_max_length),
+                               int(config.text_config.max_position_embeddings))
+
+    # -- preprocessing (CPU; loader threads and request threads call these) ---------------
+
+    def prepare(self, images: list[Image.Image]) -> Any:
+        """Pixel values of upright RGB images: the checkpoint's own resize (bicubic, square,
+        no crop), rescale and normalisation."""
+        return self._image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def tokenize(self, texts: list[str]) -> Any:
+        """Token ids, lower-cased, punctuation dropped, ``</s>`` appended, padded to
+        ``text_length`` and truncated beyond it: a text gets the same ids alone or in any batch."""
+        return self._tokenizer(texts, padding="max_length", max_length=self.text_length,
+                               truncation=True, return_tensors="pt")["input_ids"]
+
+    # -- encoding (the compute device) ----------------------------------------------------
+
+    def image_features(self, pixel_values: Any) -> Any:
+        pixel_values = pixel_values.to(self.device, dtype=self._dtype, non_blocking=True)
+        return _pooled(self._model.get_image_features(pixel_values=pixel_values))
+
+    def text_features(self, input_ids: Any) -> Any:
+        return _pooled(self._model.get_text_features(input_ids=input_ids.to(self.device)))
+
+    def encode(self, prepared: Any) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self._unit_rows(self.image_features(prepared))
+
+    def encode_tokens(self, input_ids: Any) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self._unit_rows(self.text_features(input_ids))
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        return self.encode_tokens(self.tokenize(texts))
+
+    def _unit_rows(self, features: Any) -> np.ndarray:
+        vectors = self._torch.nn.functional.normalize(features.float(), dim=-1)
+        return vectors.cpu().numpy().astype(np.float32)
+
+
+def _pooled(output: Any) -> Any:
+    """transformers 5 returns a model output from get_*_features; 4.x the tensor itself."""
+    pooled = getattr(output, "pooler_output", None)
+    return output if pooled is None else pooled
+
+
+@functools.lru_cache(maxsize=4)
+def load_siglip(name: str, device: str, half: bool) -> SiglipEncoder:
+    """Load once per process (the API and the pipeline share it); call
+    ``check_dependencies`` first."""
+    folder = locate_checkpoint(name)
+    from transformers import AutoModel, AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(folder)
+        model = AutoModel.from_pretrained(folder)
+    except ImportError as exc:  # a backend transformers asks for beyond DEPENDENCIES
+        raise MissingDependencyError(
+            f"Loading '{name}' needs a Python package that is not installed: {exc} "
+            "Install it into .venv (`.venv/bin/pip install <package>`) and add it to pyproject.toml."
+        ) from exc
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"Could not load embedding model '{name}' from {folder}: {type(exc).__name__}: {exc}. "
+            + _how_to_point_at_a_copy(name)
+        ) from exc
+    if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+        raise ModelUnavailableError(f"'{name}' is a {type(model).__name__}, not a SigLIP image-text model")
+    model.eval().to(device)
+    if half:
+        model.half()
+    return SiglipEncoder(model, processor.image_processor, processor.tokenizer, name, half)
