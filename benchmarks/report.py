@@ -110,11 +110,14 @@ def _embedding(e: dict) -> list[str]:
                      f"{r['ratio']:.1%} | {r['get_decode_ms_per_image']:.2f} | "
                      f"{r['prepare_ms_per_image']:.2f} | {r['bare_ms_per_image']:.2f} |")
     s = e["siglip"]
-    lines += ["", f"SigLIP: random weights, vision config {s['config']}, device {s['device']}, "
-              f"{s['torch_threads']} torch threads on {s['cores']} cores. "
-              f"Pipeline at {s['ratio']:.1%} of the bare model "
+    before, after = s["load_average_before"][0], s["load_average_after"][0]
+    lines += ["", f"SigLIP: {s['model']} (vision {s['vision_config']}), {s['dim']}-d, "
+              f"{s['dtype']} on {s['device']}, {s['torch_threads']} torch threads on {s['cores']} "
+              f"cores; 1-minute load average {before:.1f} before and {after:.1f} after (a shared "
+              f"machine). Pipeline at {s['ratio']:.1%} of the bare model "
               f"({'meets' if s['ratio'] >= e['target'] else '**misses**'} the ≥ "
-              f"{e['target']:.0%} target).", "",
+              f"{e['target']:.0%} target). Loading took {s['load_s']:.1f} s; one text query "
+              f"{s['text_query_ms']:.0f} ms.", "",
               f"Colour-texture: {e['color-texture']['note']}.", ""]
     return lines
 

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
             results["ground_truth"] = ground_truth.run(corpus, queries, args.quick, log)
     if "embedding" in only:
         mark("embedding")
-        results["embedding"] = embedding.run(growth.dataset(1000, 256), args.quick, log)
+        results["embedding"] = embedding.run(growth.dataset(1000, 256), growth.dataset(100, 512),
+                                             args.quick, log)
     if "growth" in only:
         mark("growth")
         results["growth"] = growth.run(args.quick, log)
