@@ -32,7 +32,14 @@ from imgsearch_pipeline.resources.embedders import (
 )
 from imgsearch_pipeline.resources.object_store import LocalObjectStore
 
-from .tiny_models import HUB_FILES, SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG
+from .tiny_models import (
+    FULL_SIZE_TEXT,
+    FULL_SIZE_VISION,
+    HUB_FILES,
+    SPECIAL_TOKENS_MAP,
+    TOKENIZER_CONFIG,
+    model_config,
+)
 
 COSINE = 0.99999
 LONG_TEXT = " ".join(["a photo of a red circle and a blue square on a striped background"] * 8)
@@ -154,6 +161,27 @@ def test_fixture_has_the_hub_layout_and_the_real_tokenizer(tiny_siglip, model):
     first_eos = short.index(eos)
     assert 0 < first_eos < 10 and set(short[first_eos:]) == {eos}  # </s> appended, then pad = </s>
     assert eos not in ids[2].tolist()[:63]  # over 64 tokens: cut, no room left for </s>
+
+
+# google/siglip-base-patch16-512's config.json as published (Xenova's mirror, less its
+# _name_or_path and transformers_version): every size not stated is SiglipConfig's default.
+PUBLISHED_CONFIG = {"architectures": ["SiglipModel"], "initializer_factor": 1.0, "model_type": "siglip",
+                    "text_config": {"model_type": "siglip_text_model"},
+                    "vision_config": {"image_size": 512, "model_type": "siglip_vision_model"}}
+
+
+def test_full_size_architecture_is_the_published_one():
+    """The benchmark's full-size checkpoint has the real model's architecture."""
+    from transformers import SiglipConfig
+
+    published = SiglipConfig.from_dict(PUBLISHED_CONFIG)
+    ours = SiglipConfig.from_dict(model_config(FULL_SIZE_VISION, FULL_SIZE_TEXT))
+    assert ours.vision_config.to_dict() == published.vision_config.to_dict()
+    assert ours.text_config.to_dict() == published.text_config.to_dict()
+    vision, text = published.vision_config, published.text_config
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads, vision.image_size,
+            vision.patch_size, vision.vision_use_head) == (768, 12, 12, 512, 16, True)
+    assert (text.vocab_size, text.num_hidden_layers, text.max_position_embeddings) == (32000, 12, 64)
 
 
 def test_image_vectors_equal_the_reference_through_pipeline_and_api(model, reference, tmp_path):
