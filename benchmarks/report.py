@@ -101,14 +101,17 @@ def _embedding(e: dict) -> list[str]:
              "`core.images.load_rgb` → `model.prepare` (loader threads) → `model.encode`. "
              "Bare: the model alone on decoded images in one thread (see column *bare is*).", "",
              "| embedder | images | batch | pipeline img/s | bare img/s | bare is | pipeline/bare "
-             "| get+decode ms/img | prepare ms/img | bare ms/img |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| get+decode ms/img | prepare ms/img | bare ms/img | CPU s/img pipeline / bare "
+             "| CPU bare/pipeline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ("color-texture", "siglip"):
         r = e[name]
         lines.append(f"| {name} | {r['images']} | {r['batch_size']} | "
-                     f"{r['pipeline_images_per_s']:.1f} | {r['bare_images_per_s']:.1f} | {r['bare_is']} | "
+                     f"{r['pipeline_images_per_s']:.3g} | {r['bare_images_per_s']:.3g} | {r['bare_is']} | "
                      f"{r['ratio']:.1%} | {r['get_decode_ms_per_image']:.2f} | "
-                     f"{r['prepare_ms_per_image']:.2f} | {r['bare_ms_per_image']:.2f} |")
+                     f"{r['prepare_ms_per_image']:.2f} | {r['bare_ms_per_image']:.2f} | "
+                     f"{r['pipeline_cpu_s_per_image']:.3f} / {r['bare_cpu_s_per_image']:.3f} | "
+                     f"{r['cpu_ratio']:.1%} |")
     s = e["siglip"]
     before, after = s["load_average_before"][0], s["load_average_after"][0]
     lines += ["", f"SigLIP: {s['model']} (vision {s['vision_config']}), {s['dim']}-d, "
