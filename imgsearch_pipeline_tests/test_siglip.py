@@ -97,6 +97,7 @@ def _palette() -> bytes:
 IMAGES = {
     "rgb jpeg 640x480": lambda: _encode(_picture((640, 480), 1), "JPEG", quality=90),
     "large 2000x1500": lambda: _encode(_picture((2000, 1500), 2), "JPEG"),
+    "huge 4200x3000 (API decodes it reduced)": lambda: _encode(_picture((4200, 3000), 10), "JPEG"),
     "tiny 9x7": lambda: _encode(_picture((9, 7), 3), "PNG"),
     "wide 1200x16": lambda: _encode(_picture((1200, 16), 4), "JPEG"),
     "tall 16x1200": lambda: _encode(_picture((16, 1200), 8), "PNG"),
