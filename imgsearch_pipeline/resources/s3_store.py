@@ -167,3 +167,35 @@ class S3ObjectStore(ObjectStore):
         return client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._full(key)},
             ExpiresIn=self.url_expiry_s)
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket unless it exists; True when it was created."""
+        client = self.client()
+        try:
+            client.head_bucket(Bucket=self.bucket)
+            return False
+        except Exception as exc:
+            if error_code(exc) not in _MISSING | {"NoSuchBucket"}:
+                raise
+        client.create_bucket(Bucket=self.bucket)
+        return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m imgsearch_pipeline.resources.s3_store ensure-bucket``: creates the
+    production profile's bucket from the environment (compose's ``minio-init``)."""
+    import os
+    import sys
+
+    from .production import production_backends
+
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["ensure-bucket"]:
+        raise SystemExit("usage: python -m imgsearch_pipeline.resources.s3_store ensure-bucket")
+    store = production_backends(os.environ)["object_store"]
+    created = store.ensure_bucket()
+    print(f"bucket {store.bucket} {'created' if created else 'already there'}")
+
+
+if __name__ == "__main__":
+    main()
