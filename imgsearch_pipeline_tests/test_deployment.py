@@ -22,6 +22,7 @@ import pytest
 from imgsearch_pipeline.resources.vector_index import FaissHnswIndex
 from imgsearch_pipeline.sample_data import write_dataset
 
+from .compose import service_command
 from .servers import Processes, free_port, postgres_bin, postgres_server, venv_command, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,22 +116,24 @@ def test_daemon_on_postgres_runs_the_sensor_and_the_schedule_by_itself(tmp_path,
             "IMGSEARCH_DATASET": str(tmp_path / "ds" / "data"),
             "IMGSEARCH_AUTOMATION": "running",  # as in docker-compose.yml
             "IMGSEARCH_SHARD_SENSOR_INTERVAL_S": "5",
-            # Far enough ahead for the sensor's run to be queued first (one run at a time).
-            "IMGSEARCH_REINDEX_CRON": cron_in(started + dt.timedelta(seconds=150)),
+            # Far enough ahead for the sensor's run to be queued first (one run at a time:
+            # the schedule's run waits in the queue until the pipeline's has finished).
+            "IMGSEARCH_REINDEX_CRON": cron_in(started + dt.timedelta(seconds=180)),
         }
         processes = Processes(tmp_path, env)
         clock = time.monotonic()
         try:
-            # The commands of the code-location, daemon and webserver services.
-            processes.start("code-location", [
-                venv_command("dagster"), "code-server", "start", "-h", "127.0.0.1",
-                "-p", str(code_port), "-m", "imgsearch_pipeline.definitions"])
+            # The commands of the code-location, daemon and webserver services, with this
+            # machine's ports, loopback and the repository's workspace file.
+            replace = {"0.0.0.0": "127.0.0.1", "4000": str(code_port), "3000": str(web_port),
+                       "/opt/dagster/workspace.yaml": str(DEPLOY / "workspace.yaml"),
+                       **{name: venv_command(name) for name in ("dagster", "dagster-daemon",
+                                                                "dagster-webserver")}}
+            processes.start("code-location", service_command("code-location", replace))
             wait_for("code server", lambda: processes_ok(venv_command("dagster"), code_port, env),
                      240, lambda: processes.dead("code-location"))
-            workspace = str(DEPLOY / "workspace.yaml")
-            processes.start("daemon", [venv_command("dagster-daemon"), "run", "-w", workspace])
-            processes.start("webserver", [venv_command("dagster-webserver"), "-h", "127.0.0.1",
-                                          "-p", str(web_port), "-w", workspace])
+            processes.start("daemon", service_command("daemon", replace))
+            processes.start("webserver", service_command("webserver", replace))
 
             def finished(job: str) -> dict | None:
                 dead = processes.dead("daemon") or processes.dead("code-location")
