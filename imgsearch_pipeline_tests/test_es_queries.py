@@ -20,14 +20,17 @@ def test_index_body_maps_every_field():
         "type": "dense_vector", "dims": 768, "index": True, "similarity": "cosine",
         "index_options": {"type": "int8_hnsw", "m": 32, "ef_construction": 200},
     }
-    assert mappings["_source"] == {"excludes": ["vector"]}
+    # Vectors leave the stored _source through the 9.2+ index setting (rehydrated for
+    # reindex and recovery), not the mapping's _source.excludes (lost for good).
+    assert "_source" not in mappings
     assert mappings["properties"]["uuid"] == {"type": "keyword"}
     assert mappings["properties"]["caption"] == {"type": "text"}
     assert mappings["properties"]["split"] == mappings["properties"]["shard"] == {"type": "keyword"}
     assert mappings["dynamic"] == "strict"
     assert mappings["_meta"] == {"index_name": "imgsearch", "version": "v1"}
     assert body["settings"] == {"number_of_shards": 2, "number_of_replicas": 1,
-                                "refresh_interval": "-1"}
+                                "refresh_interval": "-1",
+                                "index.mapping.exclude_source_vectors": True}
     assert q.finish_settings() == {"index": {"refresh_interval": None}}
     json.dumps(body)  # a request body, so it must serialise
 
@@ -194,6 +197,8 @@ def test_production_profile_builds_both_backends_with_deferred_secrets():
     ({"IMGSEARCH_ES_INDEX": "Bad Name"}, "invalid Elasticsearch index name"),
     ({"IMGSEARCH_S3_RETRY_MODE": "legacy"}, "retry_mode"),
     ({"IMGSEARCH_ES_REPLICAS": "two"}, "must be an integer"),
+    ({"IMGSEARCH_ES_API_KEY": "a2V5"}, "IMGSEARCH_ES_PASSWORD and IMGSEARCH_ES_API_KEY are both set"),
+    ({"IMGSEARCH_ES_READY_TIMEOUT_S": "soon"}, "IMGSEARCH_ES_READY_TIMEOUT_S must be an integer"),
 ])
 def test_production_settings_fail_when_the_definitions_load(change, message):
     with pytest.raises(ConfigurationError, match=message):

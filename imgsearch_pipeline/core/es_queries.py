@@ -40,7 +40,12 @@ def index_body(
     Elasticsearch's own; ``ElasticsearchIndex`` passes the tuned ``VectorIndex`` values).
 
     Refresh is off while the build runs (the index is not searched until it is published);
-    ``finish_settings`` turns it back on. Vectors stay out of ``_source`` so hits are small.
+    ``finish_settings`` turns it back on. Vectors are kept out of the stored ``_source``
+    with the index setting ``index.mapping.exclude_source_vectors`` (Elasticsearch 9.2+,
+    where it is also the default for new indices; set here so that the mapping says so):
+    Elasticsearch rehydrates them from the vector field when a reindex, a recovery or an
+    explicit ``_source`` request needs them. The mapping's ``_source.excludes`` would
+    drop them for good, and since 9.2 a reindex of such an index loses its vectors.
     ``meta`` (the owner's name and the version) marks the index as ours: versions are
     listed by it, so another deployment's ``<name>-...`` indices are never pruned.
     """
@@ -53,11 +58,11 @@ def index_body(
             "number_of_shards": shards,
             "number_of_replicas": replicas,
             "refresh_interval": "-1",
+            "index.mapping.exclude_source_vectors": True,
         },
         "mappings": {
             "dynamic": "strict",
             "_meta": dict(meta or {}),
-            "_source": {"excludes": [VECTOR_FIELD]},
             "properties": {
                 "uuid": {"type": "keyword"},
                 VECTOR_FIELD: {

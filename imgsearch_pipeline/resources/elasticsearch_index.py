@@ -7,16 +7,35 @@ logged or written to metadata.
 """
 
 import contextlib
+import logging
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ..core import es_queries as q
+from ..core.retry import with_retries
 from .environment import resolved
 from .vector_index import Hit, IndexBatch, SearchFilter, VectorIndex
+
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Answers worth another try after a wait: too many requests, and a node or proxy that is
+# (briefly) unavailable. 500 is left out: it usually means a request that will fail again.
+RETRY_STATUSES = (429, 502, 503, 504)
+
+
+def _retryable(error: Exception) -> bool:
+    return getattr(error, "status_code", None) in RETRY_STATUSES
+
+
+class ClusterNotReady(TimeoutError):
+    """Elasticsearch did not answer, or stayed red, for the whole wait."""
 
 
 class BulkIndexingError(RuntimeError):
@@ -28,6 +47,10 @@ class BulkIndexingError(RuntimeError):
         more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
         super().__init__(f"{len(failures)} of {sent} documents rejected by Elasticsearch; "
                          f"index {index} was deleted, nothing was published:\n  {shown}{more}")
+
+
+class AliasTaken(RuntimeError):
+    """A concrete index holds the name of the live alias."""
 
 
 class ElasticsearchIndex(VectorIndex):
@@ -48,9 +71,17 @@ class ElasticsearchIndex(VectorIndex):
     bulk_retries: int = Field(default=5, description="Retries of documents refused with 429")
     request_timeout_s: float = 30.0
     force_merge_timeout_s: float = 1800.0
+    max_retries: int = Field(default=5, description="Retries of a request refused with 429/502/"
+                                                    "503/504 or lost to a connection error")
+    retry_backoff_s: float = Field(default=0.5, description="Wait before the first retry; "
+                                                            "doubles with each one")
+    retry_backoff_cap_s: float = Field(default=30.0, description="Longest wait between retries")
+    ready_timeout_s: float = Field(default=120.0, description="How long the first request waits "
+                                                              "for the cluster to be yellow")
 
     _client: Any = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _alias_checked: bool = PrivateAttr(default=False)
 
     @property
     def backend(self) -> str:
@@ -60,25 +91,69 @@ class ElasticsearchIndex(VectorIndex):
         return {**super().params(), "index_type": self.index_type, "index_name": self.index_name}
 
     def client(self):
-        """One client per resource: it is thread-safe and keeps a connection pool."""
+        """One client per resource: it is thread-safe and keeps a connection pool. The first
+        call waits until the cluster is at least yellow (``ready_timeout_s``)."""
         with self._lock:
             if self._client is None:
                 from elasticsearch import Elasticsearch
 
                 password, api_key = resolved(self.password), resolved(self.api_key)
                 username = resolved(self.username)
-                self._client = Elasticsearch(
+                client = Elasticsearch(
                     resolved(self.url),
                     basic_auth=(username or "elastic", password) if password else None,
                     api_key=api_key or None,
                     ca_certs=resolved(self.ca_certs),
                     verify_certs=self.verify_certs,
                     request_timeout=self.request_timeout_s,
+                    # Connection errors and timeouts: the transport retries them with
+                    # jittered exponential backoff (its default backoff base is 0: none).
                     retry_on_timeout=True,
-                    max_retries=5,
-                    retry_on_status=(429, 502, 503, 504),
+                    max_retries=self.max_retries,
+                    retry_backoff_base=self.retry_backoff_s,
+                    retry_backoff_cap=self.retry_backoff_cap_s,
+                    # Status codes: the transport would retry them at once, with no wait
+                    # (elastic-transport sleeps only after connection errors), so they are
+                    # retried here instead (``_retrying``), with backoff.
+                    retry_on_status=(),
                 )
+                self._wait_until_ready(client)
+                self._client = client
             return self._client
+
+    def _wait_until_ready(self, client) -> None:
+        """Wait for a yellow (or green) cluster; a clear error after ``ready_timeout_s``."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        problem = "no answer"
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                health = client.options(ignore_status=408, max_retries=0).cluster.health(
+                    wait_for_status="yellow", timeout=f"{max(1, min(10, int(left)))}s")
+                if not health.body.get("timed_out") and health.body.get("status") in ("yellow", "green"):
+                    return
+                problem = f"cluster status {health.body.get('status')}"
+            except Exception as error:  # down, starting, refusing: keep waiting until the deadline
+                if getattr(error, "status_code", None) in (401, 403):
+                    raise  # wrong credentials: waiting cannot help
+                problem = f"{type(error).__name__}: {error}"
+            if time.monotonic() >= deadline:
+                raise ClusterNotReady(
+                    f"Elasticsearch at {resolved(self.url)} was not ready (yellow) within "
+                    f"{self.ready_timeout_s:.0f} s: {problem}. Is it running and healthy "
+                    f"(docker compose ps)?")
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """``call`` retried on 429/502/503/504 after a growing wait (``retry_backoff_s``)."""
+        return with_retries(call, self.max_retries, self.retry_backoff_s, log.warning,
+                            retryable=_retryable, max_delay_s=self.retry_backoff_cap_s)
+
+    @model_validator(mode="after")
+    def _one_credential(self):
+        if self.password is not None and self.api_key is not None:
+            raise ValueError("set a password or an API key for Elasticsearch, not both")
+        return self
 
     @field_validator("index_name")
     @classmethod
@@ -104,9 +179,11 @@ class ElasticsearchIndex(VectorIndex):
         index = self._index(version)
         body = q.index_body(dim, self.index_type, self.m, self.ef_construction, self.shards,
                             self.replicas, meta={"index_name": self.index_name, "version": version})
-        client.indices.create(index=index, settings=body["settings"], mappings=body["mappings"])
         sent, failures, seen = 0, [], set()
         try:
+            # Inside the try: whatever fails from here on (a create that timed out after the
+            # server made the index included) leaves no empty version behind.
+            client.indices.create(index=index, settings=body["settings"], mappings=body["mappings"])
             def actions() -> Iterator[dict]:
                 nonlocal sent
                 for batch in batches:
@@ -136,11 +213,12 @@ class ElasticsearchIndex(VectorIndex):
                     failures.append(q.bulk_failure(item))
             if failures:
                 raise BulkIndexingError(index, failures, sent)
-            client.indices.put_settings(index=index, settings=q.finish_settings())
-            client.indices.refresh(index=index)
-            client.options(request_timeout=self.force_merge_timeout_s).indices.forcemerge(
-                index=index, max_num_segments=1)
-            count = int(client.count(index=index)["count"])
+            self._retrying(lambda: client.indices.put_settings(index=index,
+                                                               settings=q.finish_settings()))
+            self._retrying(lambda: client.indices.refresh(index=index))
+            self._retrying(lambda: client.options(request_timeout=self.force_merge_timeout_s)
+                           .indices.forcemerge(index=index, max_num_segments=1))
+            count = int(self._retrying(lambda: client.count(index=index))["count"])
             if count != sent:
                 raise RuntimeError(f"index {index} holds {count} documents, {sent} were sent")
             return count
@@ -166,13 +244,13 @@ class ElasticsearchIndex(VectorIndex):
     ) -> list[Hit]:
         from elasticsearch import NotFoundError
 
-        target = self._index(version) if version else self.index_name
+        target = self._index(version) if version else self._alias()
         search_filter = search_filter or SearchFilter()
         body = q.knn_body(np.asarray(vector, dtype=np.float32).ravel().tolist(), k, num_candidates,
                           search_filter.caption_words, search_filter.split, self.index_type,
                           self.oversample)
         try:
-            response = self.client().search(index=target, body=body)
+            response = self._retrying(lambda: self.client().search(index=target, body=body))
         except NotFoundError as exc:
             raise self._missing(target) from exc
         return [Hit(uuid, score, caption) for uuid, score, caption in q.parse_hits(response.body)]
@@ -180,9 +258,9 @@ class ElasticsearchIndex(VectorIndex):
     def count(self, version: str | None = None) -> int:
         from elasticsearch import NotFoundError
 
-        target = self._index(version) if version else self.index_name
+        target = self._index(version) if version else self._alias()
         try:
-            return int(self.client().count(index=target)["count"])
+            return int(self._retrying(lambda: self.client().count(index=target))["count"])
         except NotFoundError as exc:
             raise self._missing(target) from exc
 
@@ -192,8 +270,25 @@ class ElasticsearchIndex(VectorIndex):
 
     # -- versions -----------------------------------------------------------------------
 
+    def _alias(self) -> str:
+        """The alias name, once checked not to be taken by a concrete index: Elasticsearch
+        cannot put an alias on that name, and searches by it would read that index."""
+        if not self._alias_checked:
+            response = self._retrying(lambda: self.client().options(ignore_status=404).indices.get(
+                index=self.index_name, features="aliases"))
+            if response.meta.status != 404 and self.index_name in response.body:
+                raise AliasTaken(
+                    f"Elasticsearch has an index named {self.index_name!r}, the name this deployment "
+                    f"uses for its live alias (IMGSEARCH_ES_INDEX): nothing can be published under "
+                    f"it and searches would read that index. Delete or rename the index (e.g. "
+                    f"reindex it elsewhere), or set IMGSEARCH_ES_INDEX to another name.")
+            self._alias_checked = True
+        return self.index_name
+
     def _alias_indices(self) -> list[str]:
-        response = self.client().options(ignore_status=404).indices.get_alias(name=self.index_name)
+        alias = self._alias()
+        response = self._retrying(lambda: self.client().options(ignore_status=404)
+                                  .indices.get_alias(name=alias))
         if response.meta.status == 404:
             return []
         return sorted(response.body)
@@ -201,10 +296,10 @@ class ElasticsearchIndex(VectorIndex):
     def publish(self, version: str) -> None:
         index = self._index(version)
         client = self.client()
-        if not client.indices.exists(index=index):
+        if not self._retrying(lambda: client.indices.exists(index=index)):
             raise LookupError(f"index version {version} was never built ({index} does not exist)")
-        client.indices.update_aliases(actions=q.alias_actions(self.index_name, index,
-                                                              self._alias_indices()))
+        actions = q.alias_actions(self._alias(), index, self._alias_indices())
+        self._retrying(lambda: client.indices.update_aliases(actions=actions))
 
     def live_version(self) -> str | None:
         indices = self._alias_indices()
@@ -213,8 +308,9 @@ class ElasticsearchIndex(VectorIndex):
         return versions[-1] if versions else None
 
     def versions(self) -> list[str]:
-        response = self.client().indices.get(index=f"{self.index_name}-*", allow_no_indices=True,
-                                             expand_wildcards="open,closed", features="mappings")
+        response = self._retrying(lambda: self.client().indices.get(
+            index=f"{self.index_name}-*", allow_no_indices=True, expand_wildcards="open,closed",
+            features="mappings"))
         return q.owned_versions(self.index_name, response.body)
 
     def delete_version(self, version: str) -> None:

@@ -13,6 +13,7 @@ IMGSEARCH_ES_CA_CERTS       CA bundle for an https URL
 IMGSEARCH_ES_INDEX          alias name and prefix of index versions (default imgsearch)
 IMGSEARCH_ES_INDEX_TYPE     hnsw (default) | int8_hnsw | bbq_hnsw
 IMGSEARCH_ES_REPLICAS       replicas per index version (default 0: a single node)
+IMGSEARCH_ES_READY_TIMEOUT_S  how long the first request waits for a yellow cluster (default 120)
 IMGSEARCH_S3_BUCKET         bucket of the image objects (required)
 IMGSEARCH_S3_PREFIX         folder inside the bucket (default imgsearch)
 IMGSEARCH_S3_ENDPOINT       S3-compatible endpoint, e.g. http://127.0.0.1:9000 (MinIO); unset for AWS
@@ -60,6 +61,10 @@ def production_backends(environ: Mapping[str, str] | None = None) -> dict[str, o
         raise ConfigurationError(
             f"IMGSEARCH_PROFILE=production needs {', '.join(missing)} "
             "(see .env.example and docs/production.md)")
+    if env.get("IMGSEARCH_ES_PASSWORD") and env.get("IMGSEARCH_ES_API_KEY"):
+        raise ConfigurationError(
+            "IMGSEARCH_ES_PASSWORD and IMGSEARCH_ES_API_KEY are both set: Elasticsearch takes "
+            "one way to sign in, unset one of them")
     try:
         vector_index = ElasticsearchIndex(
             url=env["IMGSEARCH_ES_URL"],
@@ -70,6 +75,7 @@ def production_backends(environ: Mapping[str, str] | None = None) -> dict[str, o
             index_name=env.get("IMGSEARCH_ES_INDEX", "imgsearch"),
             index_type=env.get("IMGSEARCH_ES_INDEX_TYPE", "hnsw"),
             replicas=_int(env, "IMGSEARCH_ES_REPLICAS", 0),
+            ready_timeout_s=_int(env, "IMGSEARCH_ES_READY_TIMEOUT_S", 120),
         )
         object_store = S3ObjectStore(
             s3=S3Resource(

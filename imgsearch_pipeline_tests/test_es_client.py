@@ -1,0 +1,182 @@
+"""The Elasticsearch resource's client behaviour against a scripted HTTP stand-in on
+127.0.0.1 (the real client, the real transport, no server): retries with backoff, the wait
+for a healthy cluster, an index squatting the alias name, and cleanup of a failed create.
+The same paths run against a real server in test_elasticsearch_integration.py."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from elasticsearch import ApiError
+
+from imgsearch_pipeline.core.retry import with_retries
+from imgsearch_pipeline.resources.elasticsearch_index import (
+    AliasTaken,
+    ClusterNotReady,
+    ElasticsearchIndex,
+)
+from imgsearch_pipeline.resources.vector_index import IndexBatch
+
+HIT = {"hits": {"hits": [{"_id": "a", "_score": 0.9, "_source": {"caption": "one"}}]}}
+
+
+class StandIn(ThreadingHTTPServer):
+    """Answers by rules ``(method, path) -> list of (status, body)``, the last one repeated;
+    records every request with the time it arrived."""
+
+    daemon_threads = True
+
+    def __init__(self, rules: dict[tuple[str, str], list[tuple[int, dict]]]):
+        self.rules = {key: list(answers) for key, answers in rules.items()}
+        self.requests: list[tuple[float, str, str]] = []
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def __enter__(self):
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def times(self, method: str, path: str) -> list[float]:
+        return [t for t, m, p in self.requests if (m, p) == (method, path)]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _handle(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        server: StandIn = self.server
+        path = urlsplit(self.path).path
+        with server.lock:
+            server.requests.append((time.monotonic(), self.command, path))
+            answers = server.rules.get((self.command, path)) or [(404, {"error": "no rule"})]
+            status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Elastic-Product", "Elasticsearch")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+
+GREEN = {("GET", "/_cluster/health"): [(200, {"status": "green", "timed_out": False})],
+         ("GET", "/imgsearch"): [(404, {"error": "index_not_found_exception", "status": 404})]}
+
+
+def index_at(url: str, **fields) -> ElasticsearchIndex:
+    return ElasticsearchIndex(url=url, **{"retry_backoff_s": 0.2, "max_retries": 3, **fields})
+
+
+def test_429_is_retried_after_growing_waits():
+    busy = (429, {"error": {"type": "es_rejected_execution_exception"}, "status": 429})
+    with StandIn({**GREEN, ("POST", "/imgsearch/_search"): [busy, busy, (200, HIT)]}) as server:
+        hits = index_at(server.url).search(np.ones(4, dtype=np.float32), 1, 10)
+        assert [h.uuid for h in hits] == ["a"]
+        first, second, third = server.times("POST", "/imgsearch/_search")
+    # 0.2 s, then 0.4 s: the transport alone would have retried at once
+    assert second - first >= 0.2 and third - second >= 0.4
+
+
+def test_gives_up_after_max_retries_with_the_servers_answer():
+    unavailable = (503, {"error": {"type": "unavailable"}, "status": 503})
+    with StandIn({**GREEN, ("POST", "/imgsearch/_search"): [unavailable]}) as server:
+        with pytest.raises(ApiError) as raised:
+            index_at(server.url, max_retries=2, retry_backoff_s=0.05).search(np.ones(4), 1, 10)
+        assert raised.value.status_code == 503
+        assert len(server.times("POST", "/imgsearch/_search")) == 3  # the first try and 2 retries
+
+
+def test_a_bad_request_is_not_retried():
+    bad = (400, {"error": {"type": "parsing_exception"}, "status": 400})
+    with StandIn({**GREEN, ("POST", "/imgsearch/_search"): [bad]}) as server:
+        with pytest.raises(ApiError):
+            index_at(server.url).search(np.ones(4), 1, 10)
+        assert len(server.times("POST", "/imgsearch/_search")) == 1
+
+
+def test_first_request_waits_for_a_yellow_cluster():
+    red = (200, {"status": "red", "timed_out": False})
+    green = (200, {"status": "green", "timed_out": False})
+    rules = {**GREEN, ("GET", "/_cluster/health"): [red, red, green],
+             ("GET", "/imgsearch/_count"): [(200, {"count": 7})],
+             ("POST", "/imgsearch/_count"): [(200, {"count": 7})]}
+    with StandIn(rules) as server:
+        assert index_at(server.url, ready_timeout_s=30).count() == 7
+        assert len(server.times("GET", "/_cluster/health")) == 3
+
+
+def test_a_cluster_that_never_gets_ready_fails_clearly():
+    with StandIn({("GET", "/_cluster/health"): [(200, {"status": "red", "timed_out": False})]}) as server:
+        started = time.monotonic()
+        with pytest.raises(ClusterNotReady, match=r"was not ready \(yellow\) within 2 s: cluster status red"):
+            index_at(server.url, ready_timeout_s=2).count()
+        assert time.monotonic() - started >= 2
+        assert not [p for _, _, p in server.requests if p != "/_cluster/health"]  # nothing else sent
+
+
+def test_an_index_named_like_the_alias_is_refused():
+    squatter = {"imgsearch": {"aliases": {}}}
+    rules = {**GREEN, ("GET", "/imgsearch"): [(200, squatter)],
+             ("HEAD", "/imgsearch-v1"): [(200, {})]}
+    with StandIn(rules) as server:
+        index = index_at(server.url)
+        for attempt in (lambda: index.search(np.ones(4), 1, 10), lambda: index.publish("v1"),
+                        index.live_version):
+            with pytest.raises(AliasTaken, match="an index named 'imgsearch'.*IMGSEARCH_ES_INDEX"):
+                attempt()
+        assert server.times("POST", "/imgsearch/_search") == []  # that index is never read
+        assert server.times("POST", "/_aliases") == []
+
+
+def test_a_failed_create_leaves_no_index_behind():
+    # e.g. the create timed out client-side after the server had made the index
+    rules = {**GREEN, ("PUT", "/imgsearch-v1"): [(500, {"error": {"type": "timeout"}, "status": 500})],
+             ("DELETE", "/imgsearch-v1"): [(200, {"acknowledged": True})]}
+    with StandIn(rules) as server:
+        batch = IndexBatch(ids=["a"], vectors=np.ones((1, 4), dtype=np.float32))
+        with pytest.raises(ApiError):
+            index_at(server.url).build("v1", 4, [batch])
+        assert len(server.times("DELETE", "/imgsearch-v1")) == 1
+
+
+def test_password_and_api_key_together_are_refused():
+    with pytest.raises(ValueError, match="not both"):
+        ElasticsearchIndex(url="http://127.0.0.1:9", password="pw", api_key="a2V5")
+
+
+def test_with_retries_backs_off_up_to_the_cap_and_stops_on_other_errors():
+    waits, calls = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 5:
+            raise ConnectionError("busy")
+        return "done"
+
+    assert with_retries(flaky, 5, 1.0, lambda _: None, max_delay_s=3.0, sleep=waits.append) == "done"
+    assert waits == [1.0, 2.0, 3.0, 3.0]
+    with pytest.raises(KeyError):  # not retryable by default
+        with_retries(lambda: {}["x"], 5, 1.0, lambda _: None, sleep=waits.append)
+    with pytest.raises(ConnectionError):
+        with_retries(lambda: (_ for _ in ()).throw(ConnectionError("x")), 3, 1.0, lambda _: None,
+                     retryable=lambda e: False, sleep=waits.append)
+    assert len(waits) == 4
