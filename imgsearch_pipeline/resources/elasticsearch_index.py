@@ -21,7 +21,6 @@ from ..core.retry import with_retries
 from .environment import resolved
 from .vector_index import Hit, IndexBatch, SearchFilter, VectorIndex
 
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
