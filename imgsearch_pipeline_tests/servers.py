@@ -11,9 +11,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.client import HTTPConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # The user the server runs as when the tests run as root (PostgreSQL refuses root):
@@ -170,3 +173,77 @@ class Processes:
 def venv_command(name: str) -> str:
     """A console script of the running interpreter's environment (dagster, dagster-daemon...)."""
     return str(Path(sys.executable).parent / name)
+
+
+class FlakyProxy(ThreadingHTTPServer):
+    """Forwards HTTP to a server on 127.0.0.1:``upstream_port``, but answers the first
+    ``failures`` requests that ``injects(method, path)`` selects itself, with ``statuses`` in
+    turn and ``error(status) -> (headers, body)``. Records what it failed and forwarded."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream_port: int, failures: int, statuses: tuple[int, ...],
+                 error: Callable[[int], tuple[list[tuple[str, str]], bytes]],
+                 injects: Callable[[str, str], bool] = lambda method, path: True):
+        self.upstream_port = upstream_port
+        self.failures_left = failures
+        self.statuses, self.error, self.injects = statuses, error, injects
+        self.failed: list[int] = []
+        self.failed_at: list[float] = []
+        self.forwarded = 0
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+
+    def __enter__(self):
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date",
+                                    "server"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        server: FlakyProxy = self.server
+        with server.lock:
+            fail = server.failures_left > 0 and server.injects(self.command, self.path)
+            if fail:
+                server.failures_left -= 1
+                status = server.statuses[len(server.failed) % len(server.statuses)]
+                server.failed.append(status)
+                server.failed_at.append(time.monotonic())
+            else:
+                server.forwarded += 1
+        if fail:
+            return self._reply(status, *server.error(status))
+        upstream = HTTPConnection("127.0.0.1", server.upstream_port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
+        upstream.request(self.command, self.path, body=body or None, headers=headers)
+        response = upstream.getresponse()
+        payload = response.read()
+        upstream.close()
+        self._reply(response.status, response.getheaders(), payload)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle

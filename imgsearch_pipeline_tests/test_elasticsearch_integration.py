@@ -10,6 +10,7 @@ elasticsearch` or the service container of .github/workflows/elasticsearch.yml:
 Every test works under its own randomly named alias and deletes its indices afterwards.
 """
 
+import json
 import os
 import uuid
 
@@ -34,13 +35,12 @@ pytestmark = [
 def make_index(**fields) -> ElasticsearchIndex:
     env = os.environ
     return ElasticsearchIndex(
-        url=ES_URL,
+        url=fields.pop("url", ES_URL),
         username=env.get("IMGSEARCH_ES_USERNAME") or None,
         password=env.get("IMGSEARCH_ES_PASSWORD") or None,
         api_key=env.get("IMGSEARCH_ES_API_KEY") or None,
         ca_certs=env.get("IMGSEARCH_ES_CA_CERTS") or None,
-        index_name=f"imgsearch-test-{uuid.uuid4().hex[:10]}",
-        **fields,
+        **{"index_name": f"imgsearch-test-{uuid.uuid4().hex[:10]}", **fields},
     )
 
 
@@ -190,3 +190,89 @@ def test_api_pages_follow_the_exact_ranking(indices):
     pages = walk_pages(service_over(index, corpus, version="v1"), query, 25)
     assert [len(page) for page in pages] == [25, 25, 25, 25, 20]
     assert sum(pages, []) == exact_ranking(corpus, query)
+
+
+# -- the HNSW graph at a size where Elasticsearch builds one --------------------------------
+
+def clustered_unit_vectors(count: int, dim: int, clusters: int, seed: int) -> np.ndarray:
+    """Embedding-like data: points around a few dozen directions, not uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    vectors = centres[rng.integers(0, clusters, count)] + 0.6 * rng.normal(size=(count, dim))
+    vectors = vectors.astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_recall_at_10_of_the_hnsw_graph_against_exact_search(indices):
+    index = indices()
+    data = clustered_unit_vectors(2_600, 64, clusters=40, seed=17)
+    documents, queries = data[:2_500], data[2_500:]
+    ids = [f"g-{i:05d}" for i in range(len(documents))]
+    chunks = [IndexBatch(ids=ids[i:i + 500], vectors=documents[i:i + 500])
+              for i in range(0, len(ids), 500)]
+    assert index.build("v1", 64, chunks) == 2_500
+    index.publish("v1")
+    exact = np.argsort(-(queries @ documents.T), axis=1)[:, :10]  # the reference: brute force
+    recalls = []
+    for query, truth in zip(queries, exact, strict=True):
+        found = {hit.uuid for hit in index.search(query, 10, 128)}
+        recalls.append(len(found & {ids[i] for i in truth}) / 10)
+    assert np.mean(recalls) >= 0.99, f"mean recall@10 {np.mean(recalls):.4f} over {len(queries)} queries"
+
+
+def test_mapping_and_settings_read_back_and_vectors_survive_outside_source(indices):
+    index = indices(m=24, ef_construction=150)
+    vectors = unit_vectors(30, 16, 23)
+    index.build("v1", 16, [batch("m", vectors)])
+    name = f"{index.index_name}-v1"
+    client = index.client()
+    mapping = client.indices.get_mapping(index=name).body[name]["mappings"]
+    assert mapping["properties"]["vector"]["index_options"] == {
+        "type": "hnsw", "m": 24, "ef_construction": 150}
+    assert mapping["properties"]["vector"]["similarity"] == "cosine"
+    assert "_source" not in mapping  # no _source.excludes: vectors are rehydrated, not lost
+    settings = client.indices.get_settings(index=name, flat_settings=True).body[name]["settings"]
+    assert settings["index.mapping.exclude_source_vectors"] == "true"
+    stored = client.get(index=name, id="m-0003").body["_source"]
+    assert "vector" not in stored and stored["caption"] == "post m-0003"
+    # Asked for explicitly (as reindex and recovery do), the vector comes back from the field.
+    found = client.search(index=name, query={"ids": {"values": ["m-0003"]}},
+                          source={"exclude_vectors": False}).body["hits"]["hits"][0]["_source"]
+    assert np.allclose(found["vector"], vectors[3], atol=1e-5)
+
+
+def test_num_candidates_is_kept_within_what_elasticsearch_accepts(indices):
+    index = indices()
+    vectors = unit_vectors(40, 8, 29)
+    index.build("v1", 8, [batch("n", vectors)])
+    index.publish("v1")
+    for num_candidates in (3, 50_000):  # below k, above Elasticsearch's 10,000
+        hits = index.search(vectors[5], 10, num_candidates)
+        assert len(hits) == 10 and hits[0].uuid == "n-0005"
+
+
+def test_429_from_the_server_is_retried_with_backoff(indices):
+    from urllib.parse import urlsplit
+
+    from .servers import FlakyProxy
+
+    direct = indices()
+    vectors = unit_vectors(20, 8, 31)
+    direct.build("v1", 8, [batch("t", vectors)])
+    direct.publish("v1")
+    target = urlsplit(ES_URL)
+    if target.scheme != "http" or target.hostname not in ("127.0.0.1", "localhost"):
+        pytest.skip("the injecting proxy forwards plain HTTP to a local server only")
+
+    def too_many(status: int):
+        body = {"error": {"type": "es_rejected_execution_exception", "reason": "injected"},
+                "status": status}
+        return ([("Content-Type", "application/json"), ("X-Elastic-Product", "Elasticsearch")],
+                json.dumps(body).encode())
+
+    with FlakyProxy(target.port or 9200, failures=2, statuses=(429,), error=too_many,
+                    injects=lambda method, path: "/_search" in path) as proxy:
+        through = make_index(url=proxy.url, index_name=direct.index_name, retry_backoff_s=0.3)
+        assert through.search(vectors[4], 3, 20)[0].uuid == "t-0004"
+        assert proxy.failed == [429, 429]
+        assert proxy.failed_at[1] - proxy.failed_at[0] >= 0.3  # waited before retrying

@@ -1,13 +1,10 @@
 """The S3 object store and s3:// datasets against moto's S3 server on 127.0.0.1."""
 
 import logging
-import socket
 import threading
 import time
 import urllib.request
 import uuid
-from http.client import HTTPConnection
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,16 +17,11 @@ from imgsearch_pipeline.core.shards import find_shard_paths, iter_batches, open_
 from imgsearch_pipeline.resources.s3_store import S3ObjectStore
 
 from .pipeline import materialize_all, pipeline_resources
+from .servers import FlakyProxy, free_port
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
 
 KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_moto(port: int) -> ThreadedMotoServer:
@@ -145,79 +137,21 @@ def test_presigned_url_uses_the_public_endpoint(store, moto_url):
 
 # -- failures: injected 5xx and a server restart ----------------------------------------
 
-class FlakyProxy(ThreadingHTTPServer):
+def s3_error(status: int) -> tuple[list[tuple[str, str]], bytes]:
+    code = {503: "SlowDown", 500: "InternalError"}[status]
+    return ([("Content-Type", "application/xml")],
+            f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode())
+
+
+def flaky_moto(upstream_port: int, failures: int) -> FlakyProxy:
     """Forwards to moto, but answers the first ``failures`` requests with 503/500 errors."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream_port: int, failures: int):
-        self.upstream_port = upstream_port
-        self.failures_left = failures
-        self.failed: list[int] = []
-        self.forwarded = 0
-        self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-
-    def __enter__(self):
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.send_response(status)
-        for name, value in headers:
-            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date",
-                                    "server"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _handle(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        server: FlakyProxy = self.server
-        with server.lock:
-            fail = server.failures_left > 0
-            if fail:
-                server.failures_left -= 1
-                status = (503, 500)[len(server.failed) % 2]
-                server.failed.append(status)
-            else:
-                server.forwarded += 1
-        if fail:
-            code = {503: "SlowDown", 500: "InternalError"}[status]
-            xml = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
-            return self._reply(status, [("Content-Type", "application/xml")], xml)
-        upstream = HTTPConnection("127.0.0.1", server.upstream_port, timeout=30)
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
-        upstream.request(self.command, self.path, body=body or None, headers=headers)
-        response = upstream.getresponse()
-        payload = response.read()
-        upstream.close()
-        self._reply(response.status, response.getheaders(), payload)
-
-    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+    return FlakyProxy(upstream_port, failures, statuses=(503, 500), error=s3_error)
 
 
 def test_retries_injected_503_and_500_then_succeeds(moto_url):
     bucket = new_bucket(moto_url)
     upstream_port = int(moto_url.rsplit(":", 1)[1])
-    with FlakyProxy(upstream_port, failures=2) as proxy:
+    with flaky_moto(upstream_port, failures=2) as proxy:
         store = make_store(proxy.url, bucket, max_attempts=3)
         store.put("images/ef/retried.jpg", b"kept", "image/jpeg")
         assert proxy.failed == [503, 500] and proxy.forwarded == 1
@@ -227,7 +161,7 @@ def test_retries_injected_503_and_500_then_succeeds(moto_url):
 def test_gives_up_when_the_retry_budget_is_spent(moto_url):
     bucket = new_bucket(moto_url)
     upstream_port = int(moto_url.rsplit(":", 1)[1])
-    with FlakyProxy(upstream_port, failures=10) as proxy:
+    with flaky_moto(upstream_port, failures=10) as proxy:
         store = make_store(proxy.url, bucket, max_attempts=2)
         with pytest.raises(ClientError, match="SlowDown|InternalError"):
             store.put("images/ef/lost.jpg", b"x", "image/jpeg")
