@@ -175,24 +175,13 @@ def venv_command(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-class FlakyProxy(ThreadingHTTPServer):
-    """Forwards HTTP to a server on 127.0.0.1:``upstream_port``, but answers the first
-    ``failures`` requests that ``injects(method, path)`` selects itself, with ``statuses`` in
-    turn and ``error(status) -> (headers, body)``. Records what it failed and forwarded."""
+class LocalHTTPServer(ThreadingHTTPServer):
+    """An HTTP server on a free 127.0.0.1 port, serving in a thread inside ``with``."""
 
     daemon_threads = True
 
-    def __init__(self, upstream_port: int, failures: int, statuses: tuple[int, ...],
-                 error: Callable[[int], tuple[list[tuple[str, str]], bytes]],
-                 injects: Callable[[str, str], bool] = lambda method, path: True):
-        self.upstream_port = upstream_port
-        self.failures_left = failures
-        self.statuses, self.error, self.injects = statuses, error, injects
-        self.failed: list[int] = []
-        self.failed_at: list[float] = []
-        self.forwarded = 0
-        self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        super().__init__(("127.0.0.1", 0), handler)
 
     def __enter__(self):
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -205,6 +194,24 @@ class FlakyProxy(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class FlakyProxy(LocalHTTPServer):
+    """Forwards HTTP to a server on 127.0.0.1:``upstream_port``, but answers the first
+    ``failures`` requests that ``injects(method, path)`` selects itself, with ``statuses`` in
+    turn and ``error(status) -> (headers, body)``. Records what it failed and forwarded."""
+
+    def __init__(self, upstream_port: int, failures: int, statuses: tuple[int, ...],
+                 error: Callable[[int], tuple[list[tuple[str, str]], bytes]],
+                 injects: Callable[[str, str], bool] = lambda method, path: True):
+        self.upstream_port = upstream_port
+        self.failures_left = failures
+        self.statuses, self.error, self.injects = statuses, error, injects
+        self.failed: list[int] = []
+        self.failed_at: list[float] = []
+        self.forwarded = 0
+        self.lock = threading.Lock()
+        super().__init__(_ProxyHandler)
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):

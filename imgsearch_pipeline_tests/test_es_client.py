@@ -6,7 +6,7 @@ The same paths run against a real server in test_elasticsearch_integration.py.""
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -21,32 +21,20 @@ from imgsearch_pipeline.resources.elasticsearch_index import (
 )
 from imgsearch_pipeline.resources.vector_index import IndexBatch
 
+from .servers import LocalHTTPServer
+
 HIT = {"hits": {"hits": [{"_id": "a", "_score": 0.9, "_source": {"caption": "one"}}]}}
 
 
-class StandIn(ThreadingHTTPServer):
+class StandIn(LocalHTTPServer):
     """Answers by rules ``(method, path) -> list of (status, body)``, the last one repeated;
     records every request with the time it arrived."""
-
-    daemon_threads = True
 
     def __init__(self, rules: dict[tuple[str, str], list[tuple[int, dict]]]):
         self.rules = {key: list(answers) for key, answers in rules.items()}
         self.requests: list[tuple[float, str, str]] = []
         self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def __enter__(self):
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
     def times(self, method: str, path: str) -> list[float]:
         return [t for t, m, p in self.requests if (m, p) == (method, path)]
