@@ -7,6 +7,7 @@ set -euo pipefail
 DAGSTER=${DAGSTER_URL:-http://127.0.0.1:3000}
 API=${API_URL:-http://127.0.0.1:8000}
 TIMEOUT_S=${SMOKE_TIMEOUT_S:-1200}
+API_KEY=${API_KEY:-}   # one of IMGSEARCH_API_KEYS
 
 graphql() {  # query -> JSON answer of the webserver
   python3 -c 'import json,sys; print(json.dumps({"query": sys.argv[1]}))' "$1" |
@@ -45,7 +46,8 @@ from PIL import Image
 buffer = io.BytesIO()
 Image.new("RGB", (96, 96), (180, 60, 40)).save(buffer, "JPEG")
 sys.stdout.buffer.write(buffer.getvalue())' > "${TMPDIR:-/tmp}/imgsearch-query.jpg"
-curl -fsS -F "image=@${TMPDIR:-/tmp}/imgsearch-query.jpg;type=image/jpeg" "$API/search?k=5" |
+curl -fsS -H "X-API-Key: $API_KEY" -F "image=@${TMPDIR:-/tmp}/imgsearch-query.jpg;type=image/jpeg" \
+  "$API/search?k=5" |
   python3 -c '
 import json, sys
 answer = json.load(sys.stdin)
