@@ -23,19 +23,34 @@ def asset_vectors(home: Path, need: int) -> tuple[np.ndarray, str] | None:
 
 
 def clustered_vectors(n: int, dim: int, seed: int = 0, rank: int = 64, clusters: int = 1500,
-                      spread: float = 0.6, noise: float = 0.25) -> np.ndarray:
+                      spread: float = 0.6, noise: float = 0.25, chunk: int | None = None,
+                      out: np.ndarray | None = None) -> np.ndarray:
     """Points in ``clusters`` groups of Zipf-distributed sizes inside a rank-``rank``
     subspace with a decaying spectrum, plus isotropic noise. Isotropic random blobs make
-    every neighbour equally far and HNSW recall trivially 1.0; this does not."""
+    every neighbour equally far and HNSW recall trivially 1.0; this does not.
+
+    ``chunk`` draws the points that many at a time into ``out`` (e.g. a memmap), for sets
+    too large to draw at once (1M x 768 in one draw needs ~9 GB of float64 temporaries);
+    the same structure, other draws than the one-shot call.
+    """
     rng = np.random.default_rng(seed)
     basis = np.linalg.qr(rng.standard_normal((dim, rank)))[0].T.astype(np.float32)
     scale = (np.arange(1, rank + 1) ** -0.25).astype(np.float32)
     centres = rng.standard_normal((clusters, rank)).astype(np.float32) * scale
     weights = rng.zipf(1.6, clusters).astype(np.float64)
-    labels = rng.choice(clusters, n, p=weights / weights.sum())
-    low = centres[labels] + spread * rng.standard_normal((n, rank)).astype(np.float32) * scale
-    iso = rng.standard_normal((n, dim)).astype(np.float32) * (noise * 0.3 * np.sqrt(rank / dim))
-    return l2_normalise(low @ basis + iso)
+
+    def draw(count: int) -> np.ndarray:
+        labels = rng.choice(clusters, count, p=weights / weights.sum())
+        low = centres[labels] + spread * rng.standard_normal((count, rank)).astype(np.float32) * scale
+        iso = rng.standard_normal((count, dim)).astype(np.float32) * (noise * 0.3 * np.sqrt(rank / dim))
+        return l2_normalise(low @ basis + iso)
+
+    if chunk is None:
+        return draw(n)
+    out = np.empty((n, dim), np.float32) if out is None else out
+    for start in range(0, n, chunk):
+        out[start:start + chunk] = draw(min(chunk, n - start))
+    return out
 
 
 def neighbour_cosines(queries: np.ndarray, corpus: np.ndarray) -> dict[str, float]:

@@ -274,12 +274,15 @@ def test_index_count_check_fails_when_the_index_misses_documents(tmp_path):
 
 
 def test_gate_verdict_explains_itself():
-    report = {"mean_recall": 0.97, "k": 10, "ground_truth_corpus": 100, "index_version": "v2"}
-    ok, why = gate_verdict(report, 100, 0.95, "v1")
-    assert ok and why.startswith("publish v2")
-    ok, why = gate_verdict(report, 100, 0.99, "v1")
-    assert not ok and "below the target 0.99" in why and "live index stays v1" in why
-    ok, why = gate_verdict(report, 99, 0.9, None)
+    report = {"mean_recall": 0.97, "k": 10, "ground_truth_corpus": 100, "index_version": "v2",
+              "num_candidates": 192, "target": 0.95, "depth_verdict": "search depth 192: ..."}
+    ok, why = gate_verdict(report, 100, "v1")
+    assert ok and why.startswith("publish v2") and "at search depth 192" in why
+    missed = {**report, "target": 0.99, "depth_verdict": "no search depth up to 1024 reaches"}
+    ok, why = gate_verdict(missed, 100, "v1")
+    assert not ok and "at search depth 192 is below the target 0.99" in why
+    assert "no search depth up to 1024 reaches" in why and "live index stays v1" in why
+    ok, why = gate_verdict({**report, "target": 0.9}, 99, None)
     assert not ok and "99 documents but there are 100" in why
-    ok, _ = gate_verdict({**report, "mean_recall": float("nan")}, 100, 0.0, "v1")
+    ok, _ = gate_verdict({**report, "mean_recall": float("nan"), "target": 0.01}, 100, "v1")
     assert not ok

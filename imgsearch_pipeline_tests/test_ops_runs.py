@@ -19,7 +19,14 @@ from imgsearch_pipeline.sensors import failure_text, new_shards
 
 from .pipeline import all_assets, materialize_all, pipeline_resources
 
-UNREACHABLE = {"ops": {"recall_report_recall_meets_target": {"config": {"target": 1.5}}}}
+# A graph too sparse to find the neighbours (m=2, ef_construction=2) searched no deeper than
+# k: no depth up to the cap reaches the target.
+UNREACHABLE = {"ops": {"recall_report": {"config": {"max_num_candidates": 10}}}}
+
+
+def sparse_index(resources: dict) -> dict:
+    root = resources["vector_index"].root
+    return {**resources, "vector_index": FaissHnswIndex(root=root, m=2, ef_construction=2)}
 
 
 @pytest.fixture
@@ -97,11 +104,11 @@ def test_failing_recall_gate_leaves_the_previous_index_live(small_dataset, tmp_p
         assert isinstance(history[name], dg.IntMetadataValue), name
 
     # in-process materialize of everything, unreachable target
-    blocked = materialize_all(resources, run_config=UNREACHABLE, instance=instance,
-                              raise_on_error=False)
+    blocked = materialize_all(sparse_index(resources), run_config=UNREACHABLE,
+                              instance=instance, raise_on_error=False)
     # and the scheduled re-index job, same target
     request = reindex_schedule(dg.build_schedule_context())
-    blocked_job = job("reindex", resources).execute_in_process(
+    blocked_job = job("reindex", sparse_index(resources)).execute_in_process(
         run_config=UNREACHABLE, tags=request.tags, instance=instance, raise_on_error=False)
 
     for result in (blocked, blocked_job):
@@ -113,7 +120,9 @@ def test_failing_recall_gate_leaves_the_previous_index_live(small_dataset, tmp_p
         gate = next(e for e in result.get_asset_check_evaluations()
                     if e.check_name == "recall_meets_target")
         assert not gate.passed
-        assert "below the target 1.5" in gate.description
+        assert "below the target 0.997" in gate.description
+        assert "no search depth up to 10 reaches mean recall@10 >= 0.997" in gate.description
+        assert index.recorded_search_depth(new_version) is None  # nothing to record
         assert f"live index stays {live}" in gate.description
         # the failure sensor's message carries the reason
         run = instance.get_run_by_id(result.run_id)
@@ -123,7 +132,7 @@ def test_failing_recall_gate_leaves_the_previous_index_live(small_dataset, tmp_p
             dagster_event=failure).for_run_failure())
         assert "recall_meets_target failed: NOT PUBLISHED" in text
 
-    # with the default target the scheduled job publishes again
+    # with the default index and sweep the scheduled job publishes again
     passed = job("reindex", resources).execute_in_process(tags=request.tags, instance=instance)
     assert index.live_version() == passed.output_for_node("recall_report")["index_version"] != live
     assert metadata(passed, "image_embeddings")["embedded_now"] == 0

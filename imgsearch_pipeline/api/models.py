@@ -32,6 +32,8 @@ class SearchResponse(BaseModel):
                           f"would start at rank {MAX_DEPTH}.")
     model_id: str
     index_version: str
+    num_candidates: int = Field(description="Search depth used: the request's, else the index "
+                                            "version's own (chosen when it was evaluated).")
     hits: list[SearchHit]
     timings_ms: dict[str, float] = Field(
         description="Server time per stage: decode, embed, search (also in Server-Timing).")
@@ -44,6 +46,9 @@ class Health(BaseModel):
     index_version: str | None = Field(None, description="The version this process serves.")
     live_version: str | None = Field(
         None, description="The version the index marks live now; served within seconds.")
+    num_candidates: int | None = Field(
+        None, description="The served version's search depth, used unless a request asks "
+                          "for another.")
     model_id: str | None = None
     backend: str | None = None
     text_search: bool = False

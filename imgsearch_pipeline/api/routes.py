@@ -121,7 +121,8 @@ def _answer(request: Request, response: Response, service: SearchService, query:
         metrics.observe_stages(query, timings.stages)
     return SearchResponse(query=query, k=options.k, offset=options.offset,
                           next_offset=options.next_offset(page), model_id=service.model.model_id,
-                          index_version=service.version, hits=hits,
+                          index_version=service.version, num_candidates=page.num_candidates,
+                          hits=hits,
                           timings_ms={n: round(ms, 3) for n, ms in timings.stages.items()})
 
 
@@ -238,6 +239,7 @@ async def health(request: Request) -> JSONResponse:
     message = "; ".join(m for m in (message, *service.notes) if m) or None
     body = Health(status="ok", index_loaded=True, documents=service.documents,
                   index_version=service.version, live_version=live,
+                  num_candidates=service.num_candidates,
                   model_id=service.model.model_id, backend=service.index.backend,
                   text_search=service.model.supports_text, message=message)
     return JSONResponse(body.model_dump())

@@ -25,7 +25,7 @@ from ..resources.embedders import EmbeddingModel, ModelUnavailableError
 from ..resources.environment import ConfigurationError
 from ..resources.object_store import ObjectStore
 from ..resources.profiles import resources_for
-from ..resources.vector_index import DEFAULT_NUM_CANDIDATES, Hit, SearchFilter, VectorIndex
+from ..resources.vector_index import Hit, SearchFilter, VectorIndex
 from .settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class Page:
 
     results: list[Result]
     more: bool
+    num_candidates: int  # the search depth used
 
 
 def collapse_near_duplicates(
@@ -158,6 +159,7 @@ class SearchService:
     posts: dict[str, Post]
     vectors: StoredVectors
     settings: ApiSettings
+    num_candidates: int  # the version's search depth (VectorIndex.search_depth)
     notes: tuple[str, ...] = ()  # what is degraded, e.g. damaged embeddings parts left out
 
     # -- queries ----------------------------------------------------------------------
@@ -192,7 +194,9 @@ class SearchService:
     ) -> Page:
         """Hits ``offset`` to ``offset + k`` of the ranked list, on any backend: the index is
         asked for the top ``offset + k + 1`` (the one more tells whether a next page exists)
-        and the page is sliced here; the candidates explored are at least that many."""
+        and the page is sliced here; the candidates explored are at least that many: the
+        request's ``num_candidates``, else the version's own depth (widened for filters and
+        collapsing)."""
         started = time.perf_counter()
         depth = offset + k + 1
         # Ask for more when hits will be dropped (the query itself, collapsed twins).
@@ -204,7 +208,8 @@ class SearchService:
         if num_candidates is None:
             # A filter hides most of the graph from the traversal: let it explore further.
             wide = 10 if search_filter is not None else 2
-            candidates = min(max(DEFAULT_NUM_CANDIDATES, wide * fetch), cap)
+            candidates = min(max(self.num_candidates, wide * fetch),
+                             max(cap, self.num_candidates))
         try:
             hits = self.index.search(vector, fetch, candidates, version=self.version,
                                      search_filter=search_filter)
@@ -218,7 +223,8 @@ class SearchService:
         else:
             results = collapse_near_duplicates(hits, self.vectors.get, collapse)
         timings.record("search", started)
-        return Page(results[offset:offset + k], more=len(results) > offset + k)
+        return Page(results[offset:offset + k], more=len(results) > offset + k,
+                    num_candidates=candidates)
 
     def _credible(self, hits: list[Hit]) -> list[Hit]:
         kept = []
@@ -299,7 +305,8 @@ def load_service(environ: Mapping[str, str] | None = None,
     vectors, notes = _read_vectors(folder, shown(folder), model)
     with loading(f"loading index version {version}"):
         documents = index.count(version)  # verifies the version's checksums first
-    log.info("serving index version %s (%s, %d documents) with model %s",
-             version, index.backend, documents, model.model_id)
+        depth = index.search_depth(version)
+    log.info("serving index version %s (%s, %d documents, search depth %d) with model %s",
+             version, index.backend, documents, depth, model.model_id)
     return SearchService(model, index, resources["object_store"], version, documents, posts,
-                         vectors, settings, notes)
+                         vectors, settings, depth, notes)

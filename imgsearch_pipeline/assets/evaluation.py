@@ -9,14 +9,16 @@ import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from ..artifacts import EmbeddingSet, GroundTruth, IndexBuild, PostsTable
+from ..core.depth import candidate_depths, measure_depth, sweep_depths
+from ..core.es_queries import MAX_NUM_CANDIDATES
 from ..core.evaluation import evaluate_queries, summarise
 from ..core.knn import exact_knn
 from ..core.progress import Progress
-from ..core.report import latency_figure_png, png_markdown, report_markdown
+from ..core.report import depth_figure_png, latency_figure_png, png_markdown, report_markdown
 from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
 from ..core.vectors import read_vectors
 from ..resources.storage import PipelineHome
-from ..resources.vector_index import DEFAULT_NUM_CANDIDATES, VectorIndex
+from ..resources.vector_index import VectorIndex
 
 
 class GroundTruthConfig(dg.Config):
@@ -67,15 +69,31 @@ def ground_truth(
 
 class RecallReportConfig(dg.Config):
     k: int = Field(10, gt=0, description="Recall@k and the number of hits asked for.")
-    num_candidates: int = Field(DEFAULT_NUM_CANDIDATES, gt=0,
-                                description="Candidates per search (HNSW ef).")
+    target: float = Field(
+        0.997, gt=0.0, le=1.0,
+        description="Mean recall@k the version must reach: the search depth chosen is the "
+                    "smallest that reaches it, and the recall gate publishes only if one does.")
+    max_num_candidates: int = Field(
+        1024, gt=0, le=MAX_NUM_CANDIDATES,
+        description="Cap of the search-depth sweep (HNSW efSearch / ES num_candidates).")
+    num_candidates: int | None = Field(
+        None, gt=0, description="Evaluate at this depth instead of sweeping for the smallest "
+                                "one that reaches the target.")
     max_queries: int | None = Field(None, gt=0, description="Evaluate only the first N queries.")
 
     @model_validator(mode="after")
     def _enough_candidates(self) -> "RecallReportConfig":
-        if self.num_candidates < self.k:
+        if self.num_candidates is not None and self.num_candidates < self.k:
             raise ValueError(f"num_candidates={self.num_candidates} must be >= k={self.k}")
+        if self.max_num_candidates < self.k:
+            raise ValueError(f"max_num_candidates={self.max_num_candidates} must be >= k={self.k}")
         return self
+
+    def depths(self) -> list[int]:
+        """The depths the evaluation tries, shallowest first."""
+        if self.num_candidates is not None:
+            return [self.num_candidates]
+        return candidate_depths(self.k, self.max_num_candidates)
 
 
 @dg.asset(group_name="evaluation", kinds={"pandas"})
@@ -89,7 +107,12 @@ def recall_report(
     vector_index: VectorIndex,
     home: PipelineHome,
 ) -> dg.Output[dict]:
-    """Recall@k of the new index version against the exact answers, and both latencies."""
+    """Recall@k of the new index version against the exact answers, and both latencies.
+
+    First a sweep finds the smallest search depth at which the version reaches the target
+    recall and records it with the version (searches use it from then on); the report and
+    the recall gate then judge the version at that depth.
+    """
     if config.k > ground_truth.k:
         raise dg.Failure(f"k={config.k} exceeds the ground truth's k={ground_truth.k}")
     truth = pq.read_table(ground_truth.path).to_pydict()
@@ -100,19 +123,34 @@ def recall_report(
     queries = queries[[order[u] for u in query_ids]] if query_ids else queries
     corpus_ids, corpus = read_vectors(image_embeddings.folder, posts.uuids("train"))
 
-    progress = Progress("searches timed (ANN, then exact)", 2 * len(query_ids), context.log.info)
-
-    def ann(vector: np.ndarray) -> list[str]:
-        return [h.uuid for h in vector_index.search(vector, config.k, config.num_candidates,
+    def ann_at(vector: np.ndarray, depth: int) -> list[str]:
+        return [h.uuid for h in vector_index.search(vector, config.k, depth,
                                                     version=search_index.version)]
 
-    results = evaluate_queries(queries, expected, ann, corpus, config.k,
-                               on_query=lambda: progress.advance(1))
+    # The version's own search depth: the smallest that reaches the target on these queries.
+    depths = config.depths()
+    progress = Progress("searches timed (depth sweep)", len(depths) * len(query_ids),
+                        context.log.info)
+    sweep = sweep_depths(
+        lambda depth: measure_depth(ann_at, queries, expected, config.k, depth,
+                                    on_query=lambda: progress.advance(1)),
+        depths, config.k, config.target)
+    context.log.info(f"{progress.summary()}; {sweep.verdict()}")
+    depth = sweep.best.depth
+    if sweep.reached:
+        vector_index.record_search_depth(search_index.version, sweep.record())
+
+    progress = Progress("searches timed (ANN, then exact)", 2 * len(query_ids), context.log.info)
+    results = evaluate_queries(queries, expected, lambda vector: ann_at(vector, depth), corpus,
+                               config.k, on_query=lambda: progress.advance(1))
     context.log.info(progress.summary())
 
     report = {
         **summarise(results, config.k),
-        "num_candidates": config.num_candidates,
+        "num_candidates": depth,
+        "target": config.target,
+        "depth_sweep": sweep.as_dict(),
+        "depth_verdict": sweep.verdict(),
         "indexed": search_index.count,
         "ground_truth_corpus": ground_truth.corpus,
         "index_version": search_index.version,
@@ -131,13 +169,18 @@ def recall_report(
     write_table_atomic(per_query, layout.report("recall_per_query.parquet"))
     write_text_atomic(json.dumps(report, indent=2), layout.report("recall_report.json"))
     markdown = report_markdown(report)
-    write_text_atomic(markdown + "\n![latency](latency.png)\n", layout.report("recall_report.md"))
-    png = b""
+    png, depth_png = b"", b""
     if results:
         png = latency_figure_png(np.array(per_query.column("ann_ms").to_pylist()),
                                  np.array(per_query.column("exact_ms").to_pylist()))
         with atomic_path(layout.report("latency.png")) as temporary:
             temporary.write_bytes(png)
+        depth_png = depth_figure_png(sweep)
+        with atomic_path(layout.report("search_depth.png")) as temporary:
+            temporary.write_bytes(depth_png)
+    write_text_atomic(markdown + "\n![latency](latency.png)\n"
+                      + ("\n![search depth](search_depth.png)\n" if depth_png else ""),
+                      layout.report("recall_report.md"))
     context.log.info(f"mean recall@{config.k} = {report['mean_recall']:.4f} over "
                      f"{report['queries']} queries; report at {layout.report('recall_report.md')}")
     ann_lat, exact_lat = report["ann_latency"], report["exact_latency"]
@@ -145,7 +188,9 @@ def recall_report(
         "mean_recall": dg.MetadataValue.float(report["mean_recall"]),
         "min_recall": dg.MetadataValue.float(report["min_recall"]),
         "k": config.k,
-        "num_candidates": config.num_candidates,
+        "num_candidates": dg.MetadataValue.int(depth),
+        "target": dg.MetadataValue.float(config.target),
+        "search_depth": sweep.verdict(),
         "queries": report["queries"],
         "indexed": report["indexed"],
         "ann_p50_ms": dg.MetadataValue.float(ann_lat["p50_ms"]),
@@ -154,6 +199,8 @@ def recall_report(
         "exact_p95_ms": dg.MetadataValue.float(exact_lat["p95_ms"]),
         "speedup_p50": dg.MetadataValue.float(report["speedup_p50"]),
         "index_version": search_index.version,
-        "report": dg.MetadataValue.md(markdown + (png_markdown(png, "latency") if png else "")),
+        "report": dg.MetadataValue.md(
+            markdown + (png_markdown(png, "latency") + "\n\n" + png_markdown(depth_png, "search depth")
+                        if png else "")),
         "report_path": dg.MetadataValue.path(layout.report("recall_report.md")),
     })

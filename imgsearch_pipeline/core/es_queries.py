@@ -199,6 +199,26 @@ def owned_versions(name: str, indices: dict[str, Any]) -> list[str]:
     return sorted(found)
 
 
+SEARCH_DEPTH_META = "search_depth"
+
+
+def mapping_meta(response: dict[str, Any], index: str | None = None) -> dict[str, Any]:
+    """The ``_meta`` of ``index`` in a get-mapping response (keyed by concrete index names;
+    with ``index`` None, of the newest index in it, as an alias names one)."""
+    if not response:
+        return {}
+    info = response[index] if index is not None else response[sorted(response)[-1]]
+    return dict((info.get("mappings") or {}).get("_meta") or {})
+
+
+def meta_with_search_depth(meta: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The whole ``_meta`` to send back with the tuned search depth in it: a mapping update
+    replaces ``_meta``, so the owner and version marks that ``owned_versions`` reads stay."""
+    if int(record.get("num_candidates", 0)) < 1:
+        raise ValueError(f"a search depth record needs num_candidates >= 1, got {record}")
+    return {**meta, SEARCH_DEPTH_META: dict(record)}
+
+
 def version_of(name: str, index: str) -> str | None:
     prefix = f"{name}-"
     return index[len(prefix):] if index.startswith(prefix) and len(index) > len(prefix) else None

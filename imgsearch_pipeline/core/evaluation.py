@@ -24,6 +24,21 @@ def exact_search(corpus: np.ndarray, vector: np.ndarray, k: int) -> np.ndarray:
     return indices[0]
 
 
+def time_each(search: Callable[[np.ndarray], list[str]], queries: np.ndarray, warmup: int = 5,
+              on_query: Callable[[], None] | None = None) -> tuple[list[float], list]:
+    """Seconds and answer of each query, one at a time, after ``warmup`` untimed ones."""
+    for vector in queries[:warmup]:
+        search(vector)
+    seconds, answers = [], []
+    for vector in queries:
+        started = time.perf_counter()
+        answers.append(search(vector))
+        seconds.append(time.perf_counter() - started)
+        if on_query:
+            on_query()
+    return seconds, answers
+
+
 def evaluate_queries(
     queries: np.ndarray,
     truth: Sequence[Sequence[str]],
@@ -41,21 +56,9 @@ def evaluate_queries(
     query and pass.
     """
     corpus = np.ascontiguousarray(corpus, dtype=np.float32)
-
-    def timed(search: Callable[[np.ndarray], object]) -> tuple[list[float], list[object]]:
-        for vector in queries[:warmup]:
-            search(vector)
-        seconds, answers = [], []
-        for vector in queries:
-            started = time.perf_counter()
-            answers.append(search(vector))
-            seconds.append(time.perf_counter() - started)
-            if on_query:
-                on_query()
-        return seconds, answers
-
-    ann_s, found = timed(ann_search)
-    exact_s, _ = timed(lambda vector: exact_search(corpus, vector, k))
+    ann_s, found = time_each(ann_search, queries, warmup, on_query)
+    exact_s, _ = time_each(lambda vector: exact_search(corpus, vector, k), queries, warmup,
+                           on_query)
     return [
         QueryResult(recall_at_k(expected, hits, k), a, e, hits)
         for expected, hits, a, e in zip(truth, found, ann_s, exact_s, strict=True)

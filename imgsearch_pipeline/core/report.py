@@ -5,6 +5,8 @@ import io
 
 import numpy as np
 
+from .depth import DepthSweep
+
 
 def latency_figure_png(ann_ms: np.ndarray, exact_ms: np.ndarray) -> bytes:
     """Two latency distributions on one log axis, as PNG bytes."""
@@ -31,6 +33,47 @@ def latency_figure_png(ann_ms: np.ndarray, exact_ms: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def depth_figure_png(sweep: DepthSweep) -> bytes:
+    """Recall@k against ANN p50 latency for each depth tried, the target and the choice."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.6), dpi=110)
+    points = sorted(sweep.points, key=lambda p: p.depth)
+    axis.plot([p.p50_ms for p in points], [p.mean_recall for p in points], marker="o")
+    for p in points:
+        axis.annotate(str(p.depth), (p.p50_ms, p.mean_recall), fontsize=7, xytext=(3, -9),
+                      textcoords="offset points")
+    axis.axhline(sweep.target, color="red", linestyle="--", linewidth=1,
+                 label=f"target {sweep.target}")
+    if sweep.chosen is not None:
+        best = sweep.best
+        axis.scatter([best.p50_ms], [best.mean_recall], s=90, facecolors="none",
+                     edgecolors="green", label=f"chosen depth {best.depth}")
+    axis.set_xlabel("ANN p50 latency per query (ms)")
+    axis.set_ylabel(f"mean Recall@{sweep.k}")
+    axis.set_title("Search depth: recall against latency (labels: num_candidates)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def depth_markdown(sweep: dict) -> str:
+    """The sweep (``DepthSweep.as_dict()``) as a table, the chosen depth in bold."""
+    rows = "\n".join(
+        f"| {'**' + str(p['depth']) + '**' if p['depth'] == sweep['chosen'] else p['depth']} "
+        f"| {p['mean_recall']:.4f} | {p['min_recall']:.4f} | {p['p50_ms']:.3f} | {p['p95_ms']:.3f} |"
+        for p in sweep["points"])
+    return (f"| num_candidates | mean Recall@{sweep['k']} | lowest | ANN p50 ms | ANN p95 ms |\n"
+            f"|---|---|---|---|---|\n{rows}\n")
+
+
 def png_markdown(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
@@ -55,7 +98,7 @@ def report_markdown(report: dict) -> str:
 | Lowest per-query recall | {report['min_recall']:.4f} ({report['queries_below_1']} queries below 1.0) |
 | Queries (test split) | {report['queries']:,} |
 | Indexed items (train split) | {report['indexed']:,} |
-| num_candidates | {report['num_candidates']} |
+| Search depth (num_candidates) | **{report['num_candidates']}** ({report['depth_verdict']}) |
 | Speed-up of ANN over exact (p50) | {report['speedup_p50']:.1f}x |
 | Model | `{report['model_id']}` |
 | Index | {report['index_version']} ({params}) |
@@ -65,4 +108,12 @@ def report_markdown(report: dict) -> str:
 | statistic | ANN | exact |
 |---|---|---|
 {rows}
-"""
+
+## Search depth
+
+The smallest depth (HNSW efSearch / Elasticsearch num_candidates) reaching the target
+mean Recall@{report['k']} {report['target']}, tried shallowest first up to
+{report['depth_sweep']['cap']}; this version is searched at the chosen depth unless a request
+asks for another.
+
+{depth_markdown(report['depth_sweep'])}"""

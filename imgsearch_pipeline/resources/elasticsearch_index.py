@@ -312,6 +312,22 @@ class ElasticsearchIndex(VectorIndex):
             features="mappings"))
         return q.owned_versions(self.index_name, response.body)
 
+    def record_search_depth(self, version: str, record: dict) -> None:
+        index = self._index(version)
+        client = self.client()
+        meta = q.mapping_meta(client.indices.get_mapping(index=index).body, index)
+        client.indices.put_mapping(index=index, meta=q.meta_with_search_depth(meta, record))
+
+    def recorded_search_depth(self, version: str | None = None) -> dict | None:
+        from elasticsearch import NotFoundError
+
+        target = self._index(version) if version else self.index_name
+        try:
+            response = self.client().indices.get_mapping(index=target)
+        except NotFoundError as exc:
+            raise self._missing(target) from exc
+        return q.mapping_meta(response.body).get(q.SEARCH_DEPTH_META)
+
     def delete_version(self, version: str) -> None:
         if version == self.live_version():
             raise ValueError(f"version {version} is live: publish another before deleting it")

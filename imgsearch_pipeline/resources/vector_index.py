@@ -21,8 +21,9 @@ from ..core.ids import check_version
 from ..core.integrity import IntegrityError, verify_manifest, write_manifest
 from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
 
-# Searches' default breadth: with m=32 and ef_construction=200 (VectorIndex's defaults) the
-# smallest num_candidates reaching Recall@10 >= 0.997 at 27k x 768 (benchmarks/README.md).
+# Searches' breadth for a version whose evaluation recorded no depth of its own (see
+# ``VectorIndex.search_depth``): with m=32 and ef_construction=200 (VectorIndex's defaults)
+# the smallest num_candidates reaching Recall@10 >= 0.997 at 27k x 768 (benchmarks/README.md).
 DEFAULT_NUM_CANDIDATES = 128
 
 
@@ -98,6 +99,21 @@ class VectorIndex(dg.ConfigurableResource, ABC):
     def release(self, version: str) -> None:
         """Free what this process holds in memory for ``version`` (nothing by default)."""
 
+    @abstractmethod
+    def record_search_depth(self, version: str, record: dict) -> None:
+        """Store with ``version`` the search depth its evaluation chose: ``record`` holds
+        ``num_candidates`` and how it was found (k, target, recall, p50)."""
+
+    @abstractmethod
+    def recorded_search_depth(self, version: str | None = None) -> dict | None:
+        """The record ``record_search_depth`` stored with ``version`` (default: the live one)."""
+
+    def search_depth(self, version: str | None = None) -> int:
+        """The depth searches of ``version`` use unless a request asks for another: the one
+        its evaluation chose, else ``DEFAULT_NUM_CANDIDATES`` (versions built before tuning)."""
+        record = self.recorded_search_depth(version)
+        return int(record["num_candidates"]) if record else DEFAULT_NUM_CANDIDATES
+
     def params(self) -> dict[str, object]:
         return {"backend": self.backend, "m": self.m, "ef_construction": self.ef_construction,
                 "similarity": "cosine"}
@@ -148,8 +164,15 @@ class _LoadedVersion:
         return faiss.IDSelectorBatch(np.asarray(chosen, dtype=np.int64))
 
 
+SEARCH_DEPTH_FILE = "search_depth.json"
+
+
 class FaissHnswIndex(VectorIndex):
-    """Embedded HNSW index on disk: ``versions/<v>/`` folders and an atomic ``LIVE`` pointer."""
+    """Embedded HNSW index on disk: ``versions/<v>/`` folders and an atomic ``LIVE`` pointer.
+
+    A version folder holds ``index.faiss``, ``docs.parquet``, ``params.json`` (build
+    settings) and, once evaluated, ``search_depth.json`` (the efSearch its evaluation chose).
+    """
 
     root: str = "var/index"
 
@@ -246,6 +269,25 @@ class FaissHnswIndex(VectorIndex):
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if (p / "params.json").is_file())
+
+    def record_search_depth(self, version: str, record: dict) -> None:
+        if not (self._folder(version) / "index.faiss").is_file():
+            raise LookupError(f"index version {version} was never built")
+        write_text_atomic(json.dumps(record), self._folder(version) / SEARCH_DEPTH_FILE)
+
+    def recorded_search_depth(self, version: str | None = None) -> dict | None:
+        version = version or self.live_version()
+        path = self._folder(version) / SEARCH_DEPTH_FILE if version else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            if int(record["num_candidates"]) < 1:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise IntegrityError(SEARCH_DEPTH_FILE, "unreadable: re-run recall_report to "
+                                                    "record the version's depth again") from None
+        return record
 
     def delete_version(self, version: str) -> None:
         import shutil

@@ -1,0 +1,124 @@
+"""Search depth per index version: the smallest depth (HNSW ``efSearch``, Elasticsearch
+``num_candidates``) whose mean recall@k against the exact answers reaches a target.
+
+Recall at a fixed depth falls as an index grows (at m=32, ef_construction=200 and depth 128:
+R@10 0.9985 at 27k vectors, 0.972 at 1M), so each new version measures its own curve over
+a short list of depths and keeps the first that reaches the target. Only ANN searches run
+in the sweep, one query at a time as a service runs them; the exact answers come from the
+ground truth, so the sweep costs a few passes of cheap searches next to the build.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .evaluation import time_each
+from .recall import latency_summary, recall_at_k
+
+# 16, 32, then 64, 96, 128, 192, 256, 384, ... (each power of two and 1.5 times it).
+_FIRST_STEPS = (16, 32)
+
+
+def candidate_depths(k: int, cap: int) -> list[int]:
+    """The depths a sweep tries, shallowest first: k, 16, 32, 64, 96, 128, 192, ... up to
+    ``cap``, which is always the last one tried."""
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    if cap < k:
+        raise ValueError(f"the depth cap {cap} is below k={k}: a search needs at least k "
+                         "candidates")
+    steps = list(_FIRST_STEPS)
+    power = 64
+    while power < cap:
+        steps += [power, power * 3 // 2]
+        power *= 2
+    return [k] + [d for d in steps if k < d < cap] + ([cap] if cap > k else [])
+
+
+@dataclass(frozen=True)
+class DepthPoint:
+    """Recall and ANN latency of one search depth over the evaluation queries."""
+
+    depth: int
+    mean_recall: float
+    min_recall: float
+    p50_ms: float
+    p95_ms: float
+
+
+@dataclass(frozen=True)
+class DepthSweep:
+    """The measured points, shallowest first, and the depth chosen (None: none reached)."""
+
+    k: int
+    target: float
+    cap: int
+    points: tuple[DepthPoint, ...]
+    chosen: int | None
+
+    @property
+    def reached(self) -> bool:
+        return self.chosen is not None
+
+    @property
+    def best(self) -> DepthPoint:
+        """The chosen point, or when none reached the target the highest recall measured."""
+        if self.chosen is not None:
+            return next(p for p in self.points if p.depth == self.chosen)
+        return max(self.points, key=lambda p: (p.mean_recall, -p.depth))
+
+    def verdict(self) -> str:
+        best = self.best
+        if self.reached:
+            return (f"search depth {best.depth}: mean recall@{self.k} {best.mean_recall:.4f} >= "
+                    f"target {self.target} (ANN p50 {best.p50_ms:.3f} ms)")
+        return (f"no search depth up to {self.cap} reaches mean recall@{self.k} >= "
+                f"{self.target}: the best was {best.mean_recall:.4f} at depth {best.depth}. "
+                "Raise the cap (recall_report max_num_candidates), or build the index with "
+                "larger m / ef_construction")
+
+    def record(self) -> dict:
+        """What a version keeps of its sweep: the chosen depth and how it was found."""
+        if self.chosen is None:
+            raise ValueError(self.verdict())
+        best = self.best
+        return {"num_candidates": best.depth, "k": self.k, "target": self.target,
+                "mean_recall": best.mean_recall, "p50_ms": best.p50_ms}
+
+    def as_dict(self) -> dict:
+        return {"k": self.k, "target": self.target, "cap": self.cap, "chosen": self.chosen,
+                "points": [asdict(p) for p in self.points]}
+
+
+def measure_depth(search: Callable[[np.ndarray, int], list[str]], queries: np.ndarray,
+                  truth: Sequence[Sequence[str]], k: int, depth: int, warmup: int = 5,
+                  on_query: Callable[[], None] | None = None) -> DepthPoint:
+    """Mean and lowest recall@k of ``search(vector, depth)`` against ``truth``, and its p50/p95."""
+    seconds, answers = time_each(lambda vector: search(vector, depth), queries, warmup, on_query)
+    recalls = np.array([recall_at_k(t, a, k) for t, a in zip(truth, answers, strict=True)])
+    latency = latency_summary(seconds)
+    return DepthPoint(depth, float(recalls.mean()) if len(recalls) else float("nan"),
+                      float(recalls.min()) if len(recalls) else float("nan"),
+                      latency["p50_ms"], latency["p95_ms"])
+
+
+def sweep_depths(measure: Callable[[int], DepthPoint], depths: Sequence[int], k: int,
+                 target: float, beyond: int = 1) -> DepthSweep:
+    """Measure ``depths`` in order until one reaches ``target``, then ``beyond`` more (to
+    show the curve past the choice); the cap is the last depth given."""
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target recall must be in (0, 1], got {target}")
+    if not depths:
+        raise ValueError("no search depths to try")
+    points: list[DepthPoint] = []
+    chosen: int | None = None
+    chosen_at = 0
+    for depth in depths:
+        if chosen is not None and len(points) - chosen_at > beyond:
+            break
+        point = measure(depth)
+        points.append(point)
+        if chosen is None and point.mean_recall >= target:  # NaN (no queries) never passes
+            chosen, chosen_at = depth, len(points) - 1
+    return DepthSweep(k, target, max(depths), tuple(points), chosen)
