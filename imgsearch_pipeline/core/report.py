@@ -8,14 +8,29 @@ import numpy as np
 from .depth import DepthSweep
 
 
-def latency_figure_png(ann_ms: np.ndarray, exact_ms: np.ndarray) -> bytes:
-    """Two latency distributions on one log axis, as PNG bytes."""
+def _figure():
+    """A figure and axis of the report's size, drawn off screen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 3.6), dpi=110)
+    return plt.subplots(figsize=(7, 3.6), dpi=110)
+
+
+def _png(figure) -> bytes:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def latency_figure_png(ann_ms: np.ndarray, exact_ms: np.ndarray) -> bytes:
+    """Two latency distributions on one log axis, as PNG bytes."""
+    figure, axis = _figure()
     low = max(min(ann_ms.min(), exact_ms.min()), 1e-3)
     high = max(ann_ms.max(), exact_ms.max()) * 1.05
     bins = np.geomspace(low, high, 60)
@@ -26,21 +41,12 @@ def latency_figure_png(ann_ms: np.ndarray, exact_ms: np.ndarray) -> bytes:
     axis.set_ylabel("queries")
     axis.set_title("Search latency, one query at a time")
     axis.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png(figure)
 
 
 def depth_figure_png(sweep: DepthSweep) -> bytes:
     """Recall@k against ANN p50 latency for each depth tried, the target and the choice."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 3.6), dpi=110)
+    figure, axis = _figure()
     points = sorted(sweep.points, key=lambda p: p.depth)
     axis.plot([p.p50_ms for p in points], [p.mean_recall for p in points], marker="o")
     for p in points:
@@ -57,11 +63,7 @@ def depth_figure_png(sweep: DepthSweep) -> bytes:
     axis.set_title("Search depth: recall against latency (labels: num_candidates)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png(figure)
 
 
 def depth_markdown(sweep: dict) -> str:
