@@ -102,6 +102,7 @@ def measure(n: int, queries: int, dim: int, work: Path, log) -> dict:
     log(f"{n:,}: {sweep.verdict()} (sweep {row['sweep_s']:.0f} s; load "
         f"{row['load_average_start'][0]:.1f} -> {row['load_average_end'][0]:.1f})")
     index.delete_version("bench")
+    shutil.rmtree(index.root, ignore_errors=True)
     return row
 
 
@@ -150,7 +151,6 @@ def main(argv: list[str] | None = None) -> None:
         rows = [r for r in rows if r["indexed"] != n] + [row]
         write_json(rows, path)
         (out / "depth_growth.md").write_text(markdown(rows))
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

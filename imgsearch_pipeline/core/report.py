@@ -1,4 +1,5 @@
-"""The recall report as files a person can read: markdown, JSON and a latency picture."""
+"""The recall report as files a person can read: markdown, JSON, a latency picture and the
+search-depth curve."""
 
 import base64
 import io
