@@ -129,7 +129,7 @@ def recall_report(
 
     # The version's own search depth: the smallest that reaches the target on these queries.
     depths = config.depths()
-    progress = Progress("searches timed (depth sweep)", len(depths) * len(query_ids),
+    progress = Progress("searches timed (depth sweep, at most)", len(depths) * len(query_ids),
                         context.log.info)
     sweep = sweep_depths(
         lambda depth: measure_depth(ann_at, queries, expected, config.k, depth,
