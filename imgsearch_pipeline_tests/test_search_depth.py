@@ -2,10 +2,10 @@
 and the API using it."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
@@ -13,6 +13,7 @@ from imgsearch_pipeline.api.app import create_app
 from imgsearch_pipeline.core import es_queries as q
 from imgsearch_pipeline.core.depth import DepthPoint, candidate_depths, measure_depth, sweep_depths
 from imgsearch_pipeline.core.knn import l2_normalise
+from imgsearch_pipeline.core.layout import Layout
 from imgsearch_pipeline.core.report import depth_figure_png, report_markdown
 from imgsearch_pipeline.core.vectors import read_vectors
 from imgsearch_pipeline.resources.vector_index import (
@@ -155,7 +156,7 @@ TARGET = 0.99
 @pytest.fixture(scope="module")
 def deep(tmp_path_factory, sample_dataset):
     home = tmp_path_factory.mktemp("deep") / "var"
-    index = FaissHnswIndex(root=str(home / "index"), **SPARSE)
+    index = FaissHnswIndex(root=Layout.at(home).index, **SPARSE)
     result = materialize_all(
         pipeline_resources(home, sample_dataset, vector_index=index),
         run_config={"ops": {"recall_report": {"config": {"target": TARGET}}}})
@@ -171,10 +172,10 @@ def test_the_version_records_the_depth_that_reaches_the_target(deep):
     # Reference: recall of the built version at each depth, from the stored vectors and
     # numpy's exact ranking (neither the ground truth asset nor the sweep's code).
     ids, vectors = read_vectors(result.output_for_node("image_embeddings").folder)
-    posts = pq.read_table(home / "tables" / "posts.parquet", columns=["uuid", "split"]).to_pydict()
-    split = dict(zip(posts["uuid"], posts["split"], strict=True))
-    train = [i for i, u in enumerate(ids) if split[u] == "train"]
-    test = [i for i, u in enumerate(ids) if split[u] == "test"]
+    posts = result.output_for_node("posts")
+    train_uuids, test_uuids = posts.uuids("train"), posts.uuids("test")
+    train = [i for i, u in enumerate(ids) if u in train_uuids]
+    test = [i for i, u in enumerate(ids) if u in test_uuids]
     corpus = vectors[train]
 
     def recall_at(d: int) -> float:
@@ -190,14 +191,15 @@ def test_the_version_records_the_depth_that_reaches_the_target(deep):
     assert recall_at(depths[depths.index(depth) - 1]) < TARGET
     assert report["mean_recall"] == pytest.approx(recall_at(depth))
 
-    record = json.loads((home / "index" / "versions" / version / "search_depth.json").read_text())
+    record = json.loads((Path(index.root) / "versions" / version / "search_depth.json").read_text())
     assert record["num_candidates"] == depth and record["target"] == TARGET
     assert index.search_depth(version) == depth
 
     metadata = result.asset_materializations_for_node("recall_report")[0].metadata
     assert metadata["num_candidates"] == dg.MetadataValue.int(depth)  # plotted across runs
-    assert (home / "tables" / "reports" / "search_depth.png").read_bytes().startswith(b"\x89PNG")
-    assert f"| **{depth}** |" in (home / "tables" / "reports" / "recall_report.md").read_text()
+    layout = Layout.at(home)
+    assert Path(layout.report("search_depth.png")).read_bytes().startswith(b"\x89PNG")
+    assert f"| **{depth}** |" in Path(layout.report("recall_report.md")).read_text()
 
 
 def test_the_gate_passes_at_the_recorded_depth_and_publishes(deep):
