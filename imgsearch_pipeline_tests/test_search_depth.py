@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from imgsearch_pipeline.api.app import create_app
 from imgsearch_pipeline.core import es_queries as q
 from imgsearch_pipeline.core.depth import DepthPoint, candidate_depths, measure_depth, sweep_depths
+from imgsearch_pipeline.core.integrity import IntegrityError
 from imgsearch_pipeline.core.knn import l2_normalise
 from imgsearch_pipeline.core.layout import Layout
 from imgsearch_pipeline.core.report import depth_figure_png, report_markdown
@@ -113,6 +114,9 @@ def test_a_sparse_graph_needs_a_deeper_search_than_the_default(tmp_path):
     assert index.search_depth() == sweep.chosen  # the live version's
     with pytest.raises(LookupError, match="never built"):
         index.record_search_depth("v2", sweep.record())
+    (tmp_path / "versions" / "v1" / "search_depth.json").write_text("{not json")
+    with pytest.raises(IntegrityError, match="search_depth.json: unreadable"):
+        index.search_depth("v1")
 
 
 def test_elasticsearch_keeps_its_marks_when_the_depth_is_added():
