@@ -25,7 +25,7 @@ from ..resources.embedders import EmbeddingModel, ModelUnavailableError
 from ..resources.environment import ConfigurationError
 from ..resources.object_store import ObjectStore
 from ..resources.profiles import resources_for
-from ..resources.vector_index import Hit, SearchFilter, VectorIndex
+from ..resources.vector_index import DEFAULT_NUM_CANDIDATES, Hit, SearchFilter, VectorIndex
 from .settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,8 @@ class SearchService:
     posts: dict[str, Post]
     vectors: StoredVectors
     settings: ApiSettings
-    num_candidates: int  # the version's search depth (VectorIndex.search_depth)
+    # The version's search depth (VectorIndex.search_depth; the default for versions with none).
+    num_candidates: int = DEFAULT_NUM_CANDIDATES
     notes: tuple[str, ...] = ()  # what is degraded, e.g. damaged embeddings parts left out
 
     # -- queries ----------------------------------------------------------------------
