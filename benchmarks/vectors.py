@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsearch_pipeline.core.knn import exact_knn, l2_normalise
+from imgsearch_pipeline.core.knn import exact_knn
+from imgsearch_pipeline.core.similarity import l2_normalise
 
 from .common import PROTOTYPE
 

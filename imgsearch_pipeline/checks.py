@@ -90,7 +90,7 @@ def embeddings_are_unit_vectors(image_embeddings: EmbeddingSet) -> dg.AssetCheck
     passed = stats.pop("passed")
     return dg.AssetCheckResult(passed=passed, metadata={
         **stats, "dims": dg.MetadataValue.json(stats["dims"]),
-        "max_norm_error": dg.MetadataValue.float(stats["max_norm_error"])})
+        "max_norm_error": dg.MetadataValue.float(float(f"{stats['max_norm_error']:.2e}"))})
 
 
 @dg.asset_check(asset=image_embeddings, additional_ins={"posts": dg.AssetIn("posts")},
@@ -160,7 +160,7 @@ def recall_meets_target(
     return dg.AssetCheckResult(
         passed=passed,
         description=why,
-        metadata={"mean_recall": dg.MetadataValue.float(float(recall_report["mean_recall"])),
+        metadata={"mean_recall": dg.MetadataValue.float(round(float(recall_report["mean_recall"]), 4)),
                   "target": dg.MetadataValue.float(float(recall_report["target"])),
                   "num_candidates": dg.MetadataValue.int(int(recall_report["num_candidates"])),
                   "indexed": indexed,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from imgsearch_pipeline.core.evaluation import evaluate_queries, exact_search, summarise
-from imgsearch_pipeline.core.knn import l2_normalise
+from imgsearch_pipeline.core.similarity import l2_normalise
 
 
 def _data(seed: int = 0):

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from imgsearch_pipeline.core.knn import exact_knn, l2_normalise, top_k
+from imgsearch_pipeline.core.knn import exact_knn, top_k
+from imgsearch_pipeline.core.similarity import l2_normalise
 
 
 def brute_force(queries: np.ndarray, corpus: np.ndarray, k: int):

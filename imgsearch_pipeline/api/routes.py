@@ -73,7 +73,8 @@ async def search_options(
     )] = None,
     caption: Annotated[str | None, Query(
         max_length=200, description="Words that must all appear in the caption (filter).")] = None,
-    split: Annotated[Literal["train", "test"] | None, Query(description="Only this split.")] = None,
+    split: Annotated[Literal["train"] | None, Query(
+        description="Only this split (the index holds the train posts only).")] = None,
     collapse: Annotated[float | None, Query(
         gt=0.0, le=1.0,
         description="Fold hits whose cosine similarity to a better hit is above this.")] = None,

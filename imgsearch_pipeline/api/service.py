@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from ..core.images import load_rgb
 from ..core.integrity import IntegrityError
 from ..core.layout import is_uri
+from ..core.similarity import cosine
 from ..core.vectors import embedding_parts, read_vectors
 from ..resources.embedders import EmbeddingModel, ModelUnavailableError
 from ..resources.environment import ConfigurationError
@@ -133,15 +134,14 @@ def collapse_near_duplicates(
 ) -> list[Result]:
     """Keep each hit unless its cosine similarity to a better kept hit is above ``threshold``.
 
-    Vectors are L2-normalised, so the dot product is the cosine. A hit without a stored
-    vector cannot be compared and is kept.
+    A hit without a stored vector cannot be compared and is kept.
     """
     kept: list[tuple[Hit, np.ndarray | None, list[Hit]]] = []  # hit, vector, folded into it
     for hit in hits:
         vector = vector_of(hit.uuid)
         twin = None if vector is None else next(
             (entry for entry in kept
-             if entry[1] is not None and float(vector @ entry[1]) > threshold), None)
+             if entry[1] is not None and cosine(vector, entry[1]) > threshold), None)
         if twin is None:
             kept.append((hit, vector, []))
         else:

@@ -48,8 +48,6 @@ class ApiSettings(BaseModel):
     public_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     link_ttl_s: int = Field(3600, gt=0)
-    default_k: int = 10
-    max_k: int = 100
     max_candidates: int = 1000
 
     @field_validator("public_url")

@@ -96,7 +96,7 @@ class RecallReportConfig(dg.Config):
         return candidate_depths(self.k, self.max_num_candidates)
 
 
-@dg.asset(group_name="evaluation", kinds={"pandas"})
+@dg.asset(group_name="evaluation", kinds={"json", "parquet"})
 def recall_report(
     context: dg.AssetExecutionContext,
     config: RecallReportConfig,
@@ -185,19 +185,19 @@ def recall_report(
                      f"{report['queries']} queries; report at {layout.report('recall_report.md')}")
     ann_lat, exact_lat = report["ann_latency"], report["exact_latency"]
     return dg.Output(report, metadata={
-        "mean_recall": dg.MetadataValue.float(report["mean_recall"]),
-        "min_recall": dg.MetadataValue.float(report["min_recall"]),
+        "mean_recall": dg.MetadataValue.float(round(report["mean_recall"], 4)),
+        "min_recall": dg.MetadataValue.float(round(report["min_recall"], 4)),
         "k": config.k,
         "num_candidates": dg.MetadataValue.int(depth),
         "target": dg.MetadataValue.float(config.target),
         "search_depth": sweep.verdict(),
         "queries": report["queries"],
         "indexed": report["indexed"],
-        "ann_p50_ms": dg.MetadataValue.float(ann_lat["p50_ms"]),
-        "ann_p95_ms": dg.MetadataValue.float(ann_lat["p95_ms"]),
-        "exact_p50_ms": dg.MetadataValue.float(exact_lat["p50_ms"]),
-        "exact_p95_ms": dg.MetadataValue.float(exact_lat["p95_ms"]),
-        "speedup_p50": dg.MetadataValue.float(report["speedup_p50"]),
+        "ann_p50_ms": dg.MetadataValue.float(round(ann_lat["p50_ms"], 3)),
+        "ann_p95_ms": dg.MetadataValue.float(round(ann_lat["p95_ms"], 3)),
+        "exact_p50_ms": dg.MetadataValue.float(round(exact_lat["p50_ms"], 3)),
+        "exact_p95_ms": dg.MetadataValue.float(round(exact_lat["p95_ms"], 3)),
+        "speedup_p50": dg.MetadataValue.float(round(report["speedup_p50"], 2)),
         "index_version": search_index.version,
         "report": dg.MetadataValue.md(
             markdown + (png_markdown(png, "latency") + "\n\n" + png_markdown(depth_png, "search depth")

@@ -9,6 +9,7 @@ from ..core.progress import Progress
 from ..core.retry import with_retries
 from ..core.shards import ShardError, iter_batches
 from ..resources.object_store import ObjectStore
+from ..resources.profiles import backend_kinds
 from ..resources.storage import PostsDataset
 
 
@@ -19,7 +20,7 @@ class ImageObjectsConfig(dg.Config):
     retry_delay_s: float = Field(1.0, ge=0, description="First wait before a retry; doubles.")
 
 
-@dg.asset(group_name="storage", kinds={"s3"})
+@dg.asset(group_name="storage", kinds=backend_kinds()[0])
 def image_objects(
     context: dg.AssetExecutionContext,
     config: ImageObjectsConfig,

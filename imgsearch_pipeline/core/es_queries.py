@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from .ids import check_version
+from .similarity import ES_SIMILARITY, cosine_from_es_score
 
 VECTOR_FIELD = "vector"
 INDEX_TYPES = ("hnsw", "int8_hnsw", "bbq_hnsw")
@@ -69,7 +70,7 @@ def index_body(
                     "type": "dense_vector",
                     "dims": dim,
                     "index": True,
-                    "similarity": "cosine",
+                    "similarity": ES_SIMILARITY,
                     "index_options": {"type": index_type, "m": m, "ef_construction": ef_construction},
                 },
                 "caption": {"type": "text"},
@@ -147,15 +148,11 @@ def knn_body(
     return {"knn": knn, "size": k, "_source": ["caption"], "track_total_hits": False}
 
 
-def cosine_from_score(score: float) -> float:
-    """Elasticsearch scores cosine as (1 + cos) / 2; the other backend reports cos itself."""
-    return 2.0 * float(score) - 1.0
-
 
 def parse_hits(response: dict[str, Any]) -> list[tuple[str, float, str | None]]:
     """(uuid, cosine similarity, caption) per hit, best first."""
     return [
-        (hit["_id"], cosine_from_score(hit["_score"]), (hit.get("_source") or {}).get("caption"))
+        (hit["_id"], cosine_from_es_score(hit["_score"]), (hit.get("_source") or {}).get("caption"))
         for hit in response["hits"]["hits"]
     ]
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from .knn import top_k
 from .recall import latency_summary, recall_at_k
+from .similarity import similarities
 
 
 @dataclass
@@ -20,7 +21,7 @@ class QueryResult:
 
 def exact_search(corpus: np.ndarray, vector: np.ndarray, k: int) -> np.ndarray:
     """Exact top-k positions for one query (the baseline a person would write)."""
-    indices, _ = top_k((corpus @ vector).reshape(1, -1), k)
+    indices, _ = top_k(similarities(vector.reshape(1, -1), corpus), k)
     return indices[0]
 
 

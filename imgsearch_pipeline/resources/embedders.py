@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.descriptor import DESCRIPTOR_DIM, DESCRIPTOR_VERSION, color_texture_descriptor
-from ..core.knn import l2_normalise
+from ..core.similarity import l2_normalise
 
 DEFAULT_SIGLIP = "google/siglip-base-patch16-512"
 

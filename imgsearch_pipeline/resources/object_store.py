@@ -1,6 +1,5 @@
 """Object storage for post images: a local folder by default, S3 in production."""
 
-import mimetypes
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -83,7 +82,3 @@ class LocalObjectStore(ObjectStore):
 
     def url(self, key: str) -> str | None:
         return None
-
-    @staticmethod
-    def content_type(key: str) -> str:
-        return mimetypes.guess_type(key)[0] or "application/octet-stream"

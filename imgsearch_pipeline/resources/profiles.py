@@ -30,6 +30,14 @@ def _choice(env, name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def backend_kinds(environ: dict[str, str] | None = None) -> tuple[set[str], set[str]]:
+    """The UI's kind tags of the object store and the vector index this deployment uses."""
+    env = os.environ if environ is None else environ
+    if env.get("IMGSEARCH_PROFILE", "embedded").strip() == "production":
+        return {"s3"}, {"elasticsearch"}
+    return {"filesystem"}, {"faiss"}
+
+
 def make_embedder(name: str, model: str = DEFAULT_SIGLIP) -> Embedder:
     """``name`` is one of EMBEDDERS (checked by ``resources_for``)."""
     return SiglipEmbedder(model_name=model) if name == "siglip" else ColorTextureEmbedder()

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from ..core.ids import check_version
 from ..core.integrity import IntegrityError, verify_manifest, write_manifest
+from ..core.similarity import FAISS_METRIC, METRIC
 from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
 
 # Searches' breadth for a version whose evaluation recorded no depth of its own (see
@@ -116,7 +117,7 @@ class VectorIndex(dg.ConfigurableResource, ABC):
 
     def params(self) -> dict[str, object]:
         return {"backend": self.backend, "m": self.m, "ef_construction": self.ef_construction,
-                "similarity": "cosine"}
+                "similarity": METRIC}
 
     def prune(self) -> list[str]:
         """Delete versions beyond ``keep_versions``, never the live one."""
@@ -186,7 +187,7 @@ class FaissHnswIndex(VectorIndex):
     def build(self, version: str, dim: int, batches: Iterable[IndexBatch]) -> int:
         import faiss
 
-        index = faiss.IndexHNSWFlat(dim, self.m, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexHNSWFlat(dim, self.m, getattr(faiss, FAISS_METRIC))
         index.hnsw.efConstruction = self.ef_construction
         ids: list[str] = []
         captions: list[str | None] = []
