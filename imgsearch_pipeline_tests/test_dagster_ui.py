@@ -1,0 +1,92 @@
+"""The Dagster UI in headless Chromium: "Materialize all" launches one plain run, no picker."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(url: str, process: subprocess.Popen, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, "the webserver exited"
+        assert time.monotonic() < deadline, f"{url} did not answer"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+
+
+def test_materialize_all_launches_one_run_without_a_partition_picker(sample_dataset, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "IMGSEARCH_HOME": str(tmp_path / "var"),
+           "IMGSEARCH_DATASET": str(sample_dataset), "IMGSEARCH_EMBEDDER": "color-texture"}
+    webserver = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-webserver"), "-m", "imgsearch_pipeline.definitions",
+         "-h", "127.0.0.1", "-p", str(port)],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{base}/server_info", webserver)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{base}/asset-groups", wait_until="domcontentloaded")
+            button = page.get_by_role("button", name="Materialize all")
+            button.wait_for(state="visible", timeout=180_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('button')].some("
+                "b => b.textContent.includes('Materialize all') && !b.disabled)", timeout=120_000)
+            # a first visit opens the "Join the Dagster community" dialog over the page
+            skip = page.get_by_role("button", name="Skip")
+            if skip.count():
+                skip.click()
+            page.locator(".dagster-backdrop").wait_for(state="detached", timeout=30_000)
+            button.click()
+            with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+                deadline = time.monotonic() + 120
+                while not instance.get_runs() and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                runs = instance.get_runs()
+            # no partition dialog was opened on the way
+            assert page.get_by_text("partition", exact=False).count() == 0
+            browser.close()
+    finally:
+        webserver.terminate()
+        webserver.wait(timeout=30)
+
+    assert len(runs) == 1
+    run = runs[0]
+    assert not any(tag.startswith("dagster/asset_partition") or tag == "dagster/partition"
+                   for tag in run.tags)
+    selected = {key.to_user_string() for key in run.asset_selection or ()}
+    assert {"raw_posts", "posts", "image_objects", "image_embeddings", "search_index",
+            "ground_truth", "recall_report", "live_index"} <= selected
