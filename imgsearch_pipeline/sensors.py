@@ -14,6 +14,7 @@ import dagster as dg
 
 from .core.watch import compare, decode_cursor, encode_cursor, listing_digest, shard_fingerprints
 from .jobs import full_pipeline_job, reindex_job
+from .resources.environment import env_int
 from .resources.storage import PostsDataset
 from .schedules import automation_running
 
@@ -32,7 +33,7 @@ def pipeline_in_flight(instance: dg.DagsterInstance) -> str | None:
 
 @dg.sensor(
     job=full_pipeline_job,
-    minimum_interval_seconds=int(os.getenv("IMGSEARCH_SHARD_SENSOR_INTERVAL_S", "300")),
+    minimum_interval_seconds=env_int(os.environ, "IMGSEARCH_SHARD_SENSOR_INTERVAL_S", 300, minimum=1),
     default_status=(dg.DefaultSensorStatus.RUNNING if automation_running()
                     else dg.DefaultSensorStatus.STOPPED),
     description="Requests a full pipeline run when shards are added to, changed at or removed "

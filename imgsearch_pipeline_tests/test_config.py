@@ -114,3 +114,21 @@ def test_definitions_refuse_to_load_with_an_unknown_embedder(tmp_path):
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "ConfigurationError: unknown embedder 'clip' (IMGSEARCH_EMBEDDER)" in done.stderr
+
+
+@pytest.mark.parametrize(("variable", "value", "allowed"), [
+    ("IMGSEARCH_SHARD_SENSOR_INTERVAL_S", "abc", "expected an integer >= 1"),
+    ("IMGSEARCH_API_INFERENCE_THREADS", "many", "Input should be a valid integer"),
+    ("IMGSEARCH_API_LIVE_CHECK_S", "-1", "Input should be greater than 0"),
+])
+def test_a_bad_environment_variable_is_one_line_naming_it(variable, value, allowed, tmp_path):
+    env = {**os.environ, variable: value, "IMGSEARCH_EMBEDDER": "color-texture",
+           "IMGSEARCH_HOME": str(tmp_path)}
+    code = ("from imgsearch_pipeline.api.settings import ApiSettings; ApiSettings.from_env()"
+            if variable.startswith("IMGSEARCH_API_") else "import imgsearch_pipeline.definitions")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("imgsearch_pipeline.resources.environment.ConfigurationError: ")
+    assert f"{variable}={value!r} is not allowed" in last and allowed in last

@@ -196,9 +196,11 @@ def test_production_profile_builds_both_backends_with_deferred_secrets():
     ({"IMGSEARCH_ES_INDEX_TYPE": "ivf"}, "unknown index type"),
     ({"IMGSEARCH_ES_INDEX": "Bad Name"}, "invalid Elasticsearch index name"),
     ({"IMGSEARCH_S3_RETRY_MODE": "legacy"}, "retry_mode"),
-    ({"IMGSEARCH_ES_REPLICAS": "two"}, "must be an integer"),
+    ({"IMGSEARCH_ES_REPLICAS": "two"},
+     "IMGSEARCH_ES_REPLICAS='two' is not allowed: expected an integer >= 0"),
     ({"IMGSEARCH_ES_API_KEY": "a2V5"}, "IMGSEARCH_ES_PASSWORD and IMGSEARCH_ES_API_KEY are both set"),
-    ({"IMGSEARCH_ES_READY_TIMEOUT_S": "soon"}, "IMGSEARCH_ES_READY_TIMEOUT_S must be an integer"),
+    ({"IMGSEARCH_ES_READY_TIMEOUT_S": "soon"},
+     "IMGSEARCH_ES_READY_TIMEOUT_S='soon' is not allowed: expected an integer >= 1"),
 ])
 def test_production_settings_fail_when_the_definitions_load(change, message):
     with pytest.raises(ConfigurationError, match=message):

@@ -5,10 +5,10 @@ import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from ..core.images import DEFAULT_MAX_PIXELS
-from ..resources.environment import ConfigurationError
+from ..resources.environment import ConfigurationError, settings_error
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -84,7 +84,10 @@ class ApiSettings(BaseModel):
         values["cors_origins"] = tuple(
             o.strip().rstrip("/") for o in env.get("IMGSEARCH_API_CORS_ORIGINS", "").split(",")
             if o.strip())
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            raise ConfigurationError(settings_error(error, names, env)) from None
 
 
 def check_access_rules(settings: ApiSettings, environ: Mapping[str, str] | None = None) -> None:

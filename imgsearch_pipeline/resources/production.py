@@ -32,7 +32,7 @@ from dagster_aws.s3 import S3Resource
 
 from ..core.shards import s3_endpoint
 from .elasticsearch_index import ElasticsearchIndex
-from .environment import ConfigurationError
+from .environment import ConfigurationError, env_int
 from .s3_store import S3ObjectStore
 
 REQUIRED = ("IMGSEARCH_ES_URL", "IMGSEARCH_S3_BUCKET")
@@ -41,16 +41,6 @@ REQUIRED = ("IMGSEARCH_ES_URL", "IMGSEARCH_S3_BUCKET")
 def _secret(env: Mapping[str, str], name: str) -> dg.EnvVar | None:
     """A deferred secret when the variable is set; None when it is not (optional secrets)."""
     return dg.EnvVar(name) if env.get(name) else None
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
 
 
 def production_backends(environ: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -74,8 +64,8 @@ def production_backends(environ: Mapping[str, str] | None = None) -> dict[str, o
             ca_certs=env.get("IMGSEARCH_ES_CA_CERTS") or None,
             index_name=env.get("IMGSEARCH_ES_INDEX", "imgsearch"),
             index_type=env.get("IMGSEARCH_ES_INDEX_TYPE", "hnsw"),
-            replicas=_int(env, "IMGSEARCH_ES_REPLICAS", 0),
-            ready_timeout_s=_int(env, "IMGSEARCH_ES_READY_TIMEOUT_S", 120),
+            replicas=env_int(env, "IMGSEARCH_ES_REPLICAS", 0),
+            ready_timeout_s=env_int(env, "IMGSEARCH_ES_READY_TIMEOUT_S", 120, minimum=1),
         )
         object_store = S3ObjectStore(
             s3=S3Resource(
@@ -84,7 +74,7 @@ def production_backends(environ: Mapping[str, str] | None = None) -> dict[str, o
                 aws_access_key_id=_secret(env, "AWS_ACCESS_KEY_ID"),
                 aws_secret_access_key=_secret(env, "AWS_SECRET_ACCESS_KEY"),
                 aws_session_token=_secret(env, "AWS_SESSION_TOKEN"),
-                max_attempts=_int(env, "IMGSEARCH_S3_MAX_ATTEMPTS", 8),
+                max_attempts=env_int(env, "IMGSEARCH_S3_MAX_ATTEMPTS", 8, minimum=1),
             ),
             bucket=env["IMGSEARCH_S3_BUCKET"],
             # MinIO behind a plain host name needs path-style; AWS prefers virtual hosts.
