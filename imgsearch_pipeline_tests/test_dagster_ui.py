@@ -1,7 +1,6 @@
 """The Dagster UI in headless Chromium: "Materialize all" launches one plain run, no picker."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,20 +10,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+from .test_browser import CHROMIUM, _free_port
+from .test_browser import pytestmark as browser_marks
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+pytestmark = [*browser_marks, pytest.mark.slow]
 
 
 def _wait_for(url: str, process: subprocess.Popen, seconds: float = 240) -> None:
