@@ -1,13 +1,13 @@
 """Run configuration, checked before a run does any work.
 
 Dagster checks run config against its schema (types, names) at launch, but the schema
-carries no pydantic constraints (k > 0, 0 < test_fraction < 1, num_candidates >= k): those
-run when each step builds its config object, i.e. after the steps before it have worked.
-``run_config_errors`` builds every step's config object up front; ``raw_posts`` calls it
-first, so a full run with a bad value fails in seconds, naming the step and the field.
+carries no pydantic constraints (k > 0, 0 < test_fraction < 1, num_candidates >= k), and
+asset jobs let config through for ops they do not hold. ``run_config_errors`` checks a run's
+whole config against ``OP_CONFIGS``, the explicit map from op name to config class: an op
+name or field it does not know is refused by name, every config object is built, and the
+one ``k`` rule is applied. ``raw_posts`` calls it first, so a full run with a bad value
+fails in seconds, naming the op and the field.
 """
-
-import inspect
 
 import dagster as dg
 import pydantic
@@ -15,15 +15,26 @@ import pydantic
 from .resources.environment import ConfigurationError
 
 
-def config_class(node_definition) -> type[dg.Config] | None:
-    """The ``dg.Config`` class a step's ``config`` parameter is annotated with, if any."""
-    function = getattr(getattr(node_definition, "compute_fn", None), "decorated_fn", None)
-    if function is None:
-        return None
-    parameter = inspect.signature(function).parameters.get("config")
-    annotation = parameter.annotation if parameter is not None else None
-    if inspect.isclass(annotation) and issubclass(annotation, dg.Config):
-        return annotation
+def op_configs() -> dict[str, type[dg.Config]]:
+    """Op name -> its ``dg.Config`` class (imported here: the assets import this module)."""
+    from .assets.embeddings import EmbeddingConfig
+    from .assets.evaluation import GroundTruthConfig, RecallReportConfig
+    from .assets.images import ImageObjectsConfig
+    from .assets.posts import SplitConfig
+
+    return {
+        "posts": SplitConfig,
+        "image_objects": ImageObjectsConfig,
+        "image_embeddings": EmbeddingConfig,
+        "ground_truth": GroundTruthConfig,
+        "recall_report": RecallReportConfig,
+    }
+
+
+def k_error(report_k: int, truth_k: int) -> str | None:
+    """The one ``k`` rule: the report cannot ask for more neighbours than the truth keeps."""
+    if report_k > truth_k:
+        return f"recall_report: k={report_k} exceeds ground_truth k={truth_k}"
     return None
 
 
@@ -36,27 +47,44 @@ def _messages(error: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
-def run_config_errors(job_def, run_config: dict | None) -> list[str]:
-    """One line per invalid step config of the run (empty when everything is valid)."""
+def run_config_errors(run_config: dict | None) -> list[str]:
+    """One line per problem in the run's op config (empty when everything is valid)."""
+    configs = op_configs()
     ops = (run_config or {}).get("ops") or {}
     errors: list[str] = []
     built: dict[str, dg.Config] = {}
-    for node in job_def.graph.nodes:
-        cls = config_class(node.definition)
-        if cls is None:
+    for name in ops:
+        if name not in configs:
+            errors.append(f"unknown op {name!r}: configurable ops are {', '.join(configs)}")
+    for name, cls in configs.items():
+        values = (ops.get(name) or {}).get("config") or {}
+        unknown = sorted(set(values) - set(cls.model_fields))
+        if unknown:
+            errors.append(f"{name}: unknown field(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(cls.model_fields)}")
             continue
-        values = (ops.get(node.name) or {}).get("config") or {}
         try:
-            built[node.name] = cls(**values)
+            built[name] = cls(**values)
         except pydantic.ValidationError as error:
-            errors.append(f"{node.name}: {_messages(error)}")
+            errors.append(f"{name}: {_messages(error)}")
     report, truth = built.get("recall_report"), built.get("ground_truth")
-    if report is not None and truth is not None and report.k > truth.k:
-        errors.append(f"recall_report: k={report.k} exceeds ground_truth k={truth.k}")
+    if report is not None and truth is not None and (problem := k_error(report.k, truth.k)):
+        errors.append(problem)
     return errors
 
 
-def check_run_config(job_def, run_config: dict | None) -> None:
-    errors = run_config_errors(job_def, run_config)
+def check_run_config(run_config: dict | None) -> None:
+    errors = run_config_errors(run_config)
     if errors:
         raise ConfigurationError("invalid run config: " + " | ".join(errors))
+
+
+def check_in_first_step(context: dg.AssetExecutionContext, upstream: str | None) -> None:
+    """Check the run config in the run's first step: ``raw_posts`` in a full run, and
+    ``image_embeddings`` in the re-index (whose ``upstream``, ``posts``, is not in the run)."""
+    if upstream is not None and context.job_def.graph.has_node_named(upstream):
+        return
+    try:
+        check_run_config(context.run_config)
+    except ConfigurationError as error:
+        raise dg.Failure(str(error)) from None

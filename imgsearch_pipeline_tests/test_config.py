@@ -4,12 +4,12 @@ import os
 import subprocess
 import sys
 
+import dagster as dg
 import pydantic
 import pytest
 
 from imgsearch_pipeline.assets.evaluation import RecallReportConfig
 from imgsearch_pipeline.assets.posts import SplitConfig
-from imgsearch_pipeline.definitions import defs
 from imgsearch_pipeline.resources.profiles import ConfigurationError, resources_for
 from imgsearch_pipeline.run_config import run_config_errors
 
@@ -18,11 +18,6 @@ from .pipeline import materialize_all, pipeline_resources
 
 def _ops(**configs) -> dict:
     return {"ops": {name: {"config": values} for name, values in configs.items()}}
-
-
-@pytest.fixture(scope="module")
-def job():
-    return defs.resolve_implicit_global_asset_job_def()
 
 
 @pytest.mark.parametrize(("run_config", "message"), [
@@ -44,15 +39,24 @@ def job():
      "recall_report: k=10 exceeds ground_truth k=5"),
     (_ops(image_objects={"upload_workers": 0}),
      "image_objects: upload_workers: Input should be greater than 0"),
+    (_ops(recall_reprot={"k": 5}), "unknown op 'recall_reprot': configurable ops are posts,"),
+    (_ops(raw_posts={"x": 1}), "unknown op 'raw_posts'"),
+    (_ops(recall_report={"kk": 5}), "recall_report: unknown field(s) kk; known: k, target"),
+    (_ops(image_embeddings={"part_rows": 0}),
+     "image_embeddings: part_rows: Input should be greater than 0"),
+    (_ops(recall_report={"target": "high"}),
+     "recall_report: target: Input should be a valid number"),
+    (_ops(recall_report_recall_meets_target={"target": 0.9}),
+     "unknown op 'recall_report_recall_meets_target'"),
 ])
-def test_bad_run_config_is_named(job, run_config, message):
-    errors = run_config_errors(job, run_config)
+def test_bad_run_config_is_named(run_config, message):
+    errors = run_config_errors(run_config)
     assert any(message in e for e in errors), errors
 
 
-def test_good_and_default_run_config_pass(job):
-    assert run_config_errors(job, {}) == []
-    assert run_config_errors(job, _ops(recall_report={"k": 5, "num_candidates": 5},
+def test_good_and_default_run_config_pass():
+    assert run_config_errors({}) == []
+    assert run_config_errors(_ops(recall_report={"k": 5, "num_candidates": 5},
                                        posts={"test_fraction": 0.2})) == []
 
 
@@ -132,3 +136,18 @@ def test_a_bad_environment_variable_is_one_line_naming_it(variable, value, allow
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("imgsearch_pipeline.resources.environment.ConfigurationError: ")
     assert f"{variable}={value!r} is not allowed" in last and allowed in last
+
+
+def test_the_reindex_job_checks_its_run_config_in_its_first_step(sample_dataset, tmp_path):
+    from .pipeline import all_assets
+    from .test_ops_runs import job
+
+    resources = pipeline_resources(tmp_path / "var", sample_dataset)
+    dg.materialize(all_assets(), selection=["raw_posts", "posts"], resources=resources)
+    result = job("reindex", resources).execute_in_process(
+        run_config=_ops(recall_report={"k": 0}), raise_on_error=False)
+    failures = result.get_step_failure_events()
+    assert [f.step_key for f in failures] == ["image_embeddings"]  # before any embedding
+    assert "recall_report: k: Input should be greater than 0" in \
+        failures[0].step_failure_data.error.message
+    assert not (tmp_path / "var" / "tables" / "embeddings").exists()

@@ -26,6 +26,7 @@ from ..core.vectors import embedded_uuids, set_aside_damaged_parts, stored_dim, 
 from ..resources.embedders import Embedder, EmbeddingModel
 from ..resources.object_store import ObjectStore
 from ..resources.storage import PipelineHome
+from ..run_config import check_in_first_step
 
 EMBEDDING_POOL = "embedding"
 FAILURES_SHOWN = 100  # items listed in the metadata; the log names every one
@@ -93,6 +94,7 @@ def image_embeddings(
 ) -> dg.Output[EmbeddingSet]:
     """The embeddings of the current posts with the configured model: embeds those not yet
     embedded with this model id (the model is loaded only when there are some)."""
+    check_in_first_step(context, upstream="posts")  # the first step of the re-index
     model_id = embedder.model_id
     folder = home.layout.embeddings(model_id)
     # A part that fails its checksum is set aside and its rows are embedded again.

@@ -19,6 +19,7 @@ from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
 from ..core.vectors import read_vectors
 from ..resources.storage import PipelineHome
 from ..resources.vector_index import VectorIndex
+from ..run_config import k_error
 
 
 class GroundTruthConfig(dg.Config):
@@ -113,8 +114,8 @@ def recall_report(
     recall and records it with the version (searches use it from then on); the report and
     the recall gate then judge the version at that depth.
     """
-    if config.k > ground_truth.k:
-        raise dg.Failure(f"k={config.k} exceeds the ground truth's k={ground_truth.k}")
+    if problem := k_error(config.k, ground_truth.k):  # the stored truth may be older
+        raise dg.Failure(problem)
     truth = pq.read_table(ground_truth.path).to_pydict()
     query_ids = truth["query"][: config.max_queries]
     expected = [n[: config.k] for n in truth["neighbours"][: config.max_queries]]

@@ -15,9 +15,8 @@ from ..core.posts import posts_table, reason_counts, rejects_table, scan_batch
 from ..core.progress import Progress
 from ..core.shards import ShardError, iter_batches
 from ..core.tables import write_table_atomic
-from ..resources.environment import ConfigurationError
 from ..resources.storage import PipelineHome, PostsDataset
-from ..run_config import check_run_config
+from ..run_config import check_in_first_step
 
 PREVIEW_ROWS = 100  # rows of the quarantine shown in the UI; the table holds all of them
 
@@ -42,10 +41,7 @@ def _shard_check(check_name: str, asset: str, failed: dict[str, str], what: str)
 )
 def raw_posts(context: dg.AssetExecutionContext, dataset: PostsDataset) -> Iterator:
     """The Hugging Face-layout parquet shards at the dataset location, checked one by one."""
-    try:  # the first step of a full run: reject bad run config before any work is done
-        check_run_config(context.job_def, context.run_config)
-    except ConfigurationError as error:
-        raise dg.Failure(str(error)) from None
+    check_in_first_step(context, upstream=None)  # reject bad run config before any work
     try:
         filesystem, paths = dataset.filesystem_and_paths()
     except (OSError, ValueError) as error:  # missing folder, bad URI, unreachable bucket
