@@ -13,9 +13,9 @@ from imgsearch_pipeline.api.app import create_app
 from imgsearch_pipeline.core import es_queries as q
 from imgsearch_pipeline.core.depth import DepthPoint, candidate_depths, measure_depth, sweep_depths
 from imgsearch_pipeline.core.integrity import IntegrityError
-from imgsearch_pipeline.core.knn import l2_normalise
 from imgsearch_pipeline.core.layout import Layout
 from imgsearch_pipeline.core.report import depth_figure_png, report_markdown
+from imgsearch_pipeline.core.similarity import l2_normalise
 from imgsearch_pipeline.core.vectors import read_vectors
 from imgsearch_pipeline.resources.vector_index import (
     DEFAULT_NUM_CANDIDATES,
