@@ -6,12 +6,12 @@ def _f(value, spec: str = ".3f", none: str = "–") -> str:
 
 
 def _defaults() -> dict:
-    from imgsearch_pipeline.assets.evaluation import GroundTruthConfig, RecallReportConfig
-    from imgsearch_pipeline.resources.vector_index import FaissHnswIndex
+    from imgsearch_pipeline.assets.evaluation import GroundTruthConfig
+    from imgsearch_pipeline.resources.vector_index import DEFAULT_NUM_CANDIDATES, FaissHnswIndex
 
     index = FaissHnswIndex()
     return {"m": index.m, "ef_construction": index.ef_construction,
-            "num_candidates": RecallReportConfig().num_candidates,
+            "num_candidates": DEFAULT_NUM_CANDIDATES,
             "gt_batch_size": GroundTruthConfig().batch_size}
 
 
@@ -70,7 +70,8 @@ def _sweep(s: dict, defaults: dict) -> list[str]:
         lines.append(
             f"Pipeline defaults now: m={defaults['m']}, ef_construction="
             f"{defaults['ef_construction']} (resources/vector_index.py), num_candidates="
-            f"{defaults['num_candidates']} (RecallReportConfig) — "
+            f"{defaults['num_candidates']} (the depth for versions that recorded none; each "
+            "new version chooses its own in recall_report) — "
             + ("taken from this sweep." if same else "**differ from this run's choice**."))
     else:
         lines.append("**No setting in the sweep reached Recall@10 ≥ 0.997.**")
