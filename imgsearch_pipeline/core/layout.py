@@ -48,10 +48,6 @@ class Layout:
         return "/".join((self.root, *names))
 
     @property
-    def tables(self) -> str:
-        return self._join("tables")
-
-    @property
     def posts(self) -> str:
         return self._join("tables", "posts.parquet")
 
@@ -70,10 +66,6 @@ class Layout:
     @property
     def ground_truth(self) -> str:
         return self._join("tables", "ground_truth.parquet")
-
-    @property
-    def reports(self) -> str:
-        return self._join("tables", "reports")
 
     def report(self, name: str) -> str:
         """A file of the recall report: ``recall_report.md``, ``.json``, ``latency.png``..."""

@@ -13,7 +13,6 @@ from .images import DEFAULT_MIN_SIDE, ImageRejected, inspect_image
 # ``source_<name>`` so that a dataset can never overwrite a uuid, key, split or row.
 POST_COLUMNS = ("uuid", "split", "key", "content_type", "width", "height", "source_path",
                 "shard", "row")
-REJECT_COLUMNS = ("shard", "row", "reason", "source_path")
 
 
 @dataclass
