@@ -32,3 +32,19 @@ def test_exact_answers_score_one_and_half_answers_score_half():
     assert report["mean_recall"] == pytest.approx(0.5)
     assert report["queries_below_1"] == len(queries)
     assert report["ann_latency"]["p50_ms"] > 0 and report["exact_latency"]["p99_ms"] > 0
+
+
+def test_exact_latency_is_timed_on_a_sample_and_recall_on_every_query():
+    corpus, queries, ids, truth = _data(1)
+    calls = []
+    answers = iter([t[:5] + ["elsewhere"] * 5 if i % 2 else t for i, t in enumerate(truth)])
+    results = evaluate_queries(queries, truth, lambda q: next(answers), corpus, 10, warmup=0,
+                               on_query=lambda: calls.append(1), exact_sample=4)
+    timed = [i for i, r in enumerate(results) if r.exact_s is not None]
+    assert len(timed) == 4 and timed[0] == 0 and timed[-1] == len(queries) - 1
+    assert len(calls) == len(queries) + 4
+    assert all(r.ann_s > 0 for r in results)
+    assert [r.recall for r in results] == [0.5 if i % 2 else 1.0 for i in range(len(queries))]
+    report = summarise(results, 10)
+    assert report["exact_timed"] == 4 and report["queries"] == len(queries)
+    assert report["exact_latency"]["p50_ms"] > 0

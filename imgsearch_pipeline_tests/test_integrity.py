@@ -110,3 +110,15 @@ def test_a_part_without_a_manifest_is_not_trusted(tmp_path):
 ])
 def test_only_credible_cosine_scores_pass(score, expected):
     assert credible_score(score) == expected
+
+
+def test_read_vectors_filters_and_keeps_the_first_copy_of_a_uuid(tmp_path):
+    _, first = _part(tmp_path, ["a", "b", "c"], seed=1)
+    _, second = _part(tmp_path, ["c", "d", "e"], seed=2)  # c again: the first part's c wins
+    ids, matrix = read_vectors(tmp_path)
+    assert ids == ["a", "b", "c", "d", "e"]
+    np.testing.assert_array_equal(matrix, np.concatenate([first, second[1:]]))
+    ids, matrix = read_vectors(tmp_path, only={"b", "e", "missing"})
+    assert ids == ["b", "e"]
+    np.testing.assert_array_equal(matrix, np.stack([first[1], second[2]]))
+    assert read_vectors(tmp_path, only={"missing"})[1].shape == (0, 0)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from imgsearch_pipeline.core.knn import exact_knn, top_k
+from imgsearch_pipeline.core.knn import exact_knn, queries_per_batch, top_k
 from imgsearch_pipeline.core.similarity import l2_normalise
 
 
@@ -23,7 +23,9 @@ def test_exact_knn_matches_brute_force(batch_size: int, k: int):
     queries, corpus = vectors(53, 24, 0), vectors(401, 24, 1)
     expected_ix, expected_scores = brute_force(queries, corpus, k)
     starts, indices, scores = [], [], []
-    for start, block_ix, block_scores in exact_knn(queries, corpus, k, batch_size):
+    # A buffer of batch_size score rows, plus a few bytes that do not make another row.
+    buffer_bytes = batch_size * 4 * len(corpus) + 3
+    for start, block_ix, block_scores in exact_knn(queries, corpus, k, buffer_bytes):
         starts.append(start)
         indices.append(block_ix)
         scores.append(block_scores)
@@ -37,10 +39,18 @@ def test_exact_knn_matches_brute_force(batch_size: int, k: int):
 
 def test_yielded_blocks_are_not_overwritten_by_later_batches():
     queries, corpus = vectors(20, 8, 2), vectors(50, 8, 3)
-    blocks = list(exact_knn(queries, corpus, 5, batch_size=4))
+    blocks = list(exact_knn(queries, corpus, 5, buffer_bytes=4 * 4 * len(corpus)))
     expected_ix, expected_scores = brute_force(queries, corpus, 5)
     np.testing.assert_array_equal(np.concatenate([b[1] for b in blocks]), expected_ix)
     np.testing.assert_allclose(np.concatenate([b[2] for b in blocks]), expected_scores, atol=1e-5)
+
+
+def test_the_batch_follows_from_the_buffer_bytes_and_the_corpus_size():
+    assert queries_per_batch(1_000_000, 256 * 2**20) == 67
+    assert queries_per_batch(27_172, 256 * 2**20) == 2469
+    assert queries_per_batch(10**9, 1024) == 1  # never less than one query
+    with pytest.raises(ValueError):
+        queries_per_batch(10, 0)
 
 
 def test_k_larger_than_corpus_returns_every_item_best_first():

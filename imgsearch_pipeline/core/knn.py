@@ -26,16 +26,30 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return indices.numpy(), values.numpy()
 
 
+DEFAULT_BUFFER_BYTES = 256 * 2**20
+
+
+def queries_per_batch(corpus_rows: int, buffer_bytes: int) -> int:
+    """Queries whose float32 scores against ``corpus_rows`` rows fit in ``buffer_bytes``
+    (at least one: a single row of scores is the smallest buffer there is)."""
+    if buffer_bytes <= 0:
+        raise ValueError(f"the score buffer must be positive, got {buffer_bytes} bytes")
+    return max(1, buffer_bytes // (4 * max(1, corpus_rows)))
+
+
 def exact_knn(
-    queries: np.ndarray, corpus: np.ndarray, k: int, batch_size: int = 1024
+    queries: np.ndarray, corpus: np.ndarray, k: int, buffer_bytes: int = DEFAULT_BUFFER_BYTES
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (first query row, indices, scores) per batch of queries.
 
     Scores are ``core.similarity.similarities`` (cosine on unit vectors): one BLAS
-    matrix product per batch, written into one reused buffer (no fresh 100 MB allocation
-    and page faults per batch); the batch bounds the score matrix's memory.
+    matrix product per batch, written into one reused buffer (no fresh allocation and page
+    faults per batch). The buffer is bounded in bytes, not queries: the batch is as many
+    queries as fit (``queries_per_batch``), so memory stays flat as the corpus grows (1,024
+    queries over 1M vectors would be a 4 GB buffer; 256 MiB holds 67 queries there).
     """
     corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    batch_size = queries_per_batch(len(corpus), buffer_bytes)
     buffer = np.empty((min(batch_size, len(queries)), len(corpus)), dtype=np.float32)
     for start in range(0, len(queries), batch_size):
         block = np.ascontiguousarray(queries[start : start + batch_size], dtype=np.float32)

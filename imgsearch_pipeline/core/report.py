@@ -93,6 +93,7 @@ def report_markdown(report: dict) -> str:
         )
     )
     params = ", ".join(f"{k}={v}" for k, v in report["index_params"].items())
+    timed = report.get("exact_timed", report["queries"])
     return f"""# Recall report
 
 | | |
@@ -107,6 +108,8 @@ def report_markdown(report: dict) -> str:
 | Index | {report['index_version']} ({params}) |
 
 ## Latency per query (ms)
+
+ANN over all {report['queries']:,} queries; exact search timed on {timed:,} of them.
 
 | statistic | ANN | exact |
 |---|---|---|
