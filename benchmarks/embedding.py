@@ -22,8 +22,7 @@ from imgsearch_pipeline_tests.tiny_models import (
     save_full_size_siglip,
 )
 
-from .growth import ROOT
-
+ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.90
 FULL_SIZE_FOLDER = ROOT / "data" / "bench" / "siglip-base-patch16-512-random"
 
@@ -152,3 +151,16 @@ def run(dataset: Path, siglip_dataset: Path, quick: bool, log) -> dict:
             f"{load_before[0]:.1f} -> {r['load_average_after'][0]:.1f}")
     results["target"] = TARGET
     return results
+
+
+def dataset(images: int, size: int) -> Path:
+    """A generated image dataset under data/bench/, made once and reused."""
+    import subprocess
+    import sys
+
+    folder = ROOT / "data" / "bench" / f"n{images}-s{size}"
+    if not (folder / "README.json").is_file():
+        subprocess.run([sys.executable, "-m", "imgsearch_pipeline.sample_data", str(folder),
+                        "--images", str(images), "--shards", str(max(1, images // 5000)),
+                        "--size", str(size)], check=True, cwd=ROOT)
+    return folder

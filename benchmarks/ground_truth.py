@@ -3,7 +3,7 @@
 import numpy as np
 
 from imgsearch_pipeline.assets.evaluation import GroundTruthConfig
-from imgsearch_pipeline.core.knn import exact_knn
+from imgsearch_pipeline.core.knn import exact_knn, queries_per_batch
 
 from .common import best_of
 
@@ -14,25 +14,27 @@ def run(corpus: np.ndarray, queries: np.ndarray, quick: bool, log) -> dict:
     defaults = GroundTruthConfig()
     repeat = 3 if quick else 5
     flops = 2.0 * len(queries) * len(corpus) * corpus.shape[1]
-    batches = sorted({256, 512, 1024, 2048, len(queries), defaults.batch_size})
+    # Score buffers in MiB (the config's unit); the batch of queries follows from each.
+    buffers = sorted({32, 64, 128, 256, 512, defaults.buffer_mb})
     # Interleaved rounds, best of each: other processes on a shared machine slow some runs,
     # and interleaving keeps a disturbance from landing on one side of the ratio only.
     bare_s = float("inf")
-    best = {b: float("inf") for b in batches}
+    best = {b: float("inf") for b in buffers}
     for _ in range(repeat):
         bare_s = min(bare_s, best_of(lambda: queries @ corpus.T, 1))
-        for b in batches:
+        for b in buffers:
             best[b] = min(best[b], best_of(lambda b=b: list(exact_knn(queries, corpus,
-                                                                     defaults.k, b)), 1))
+                                                                     defaults.k, b * 2**20)), 1))
     log(f"bare matmul {bare_s:.3f} s ({flops / bare_s / 1e9:.0f} GFLOP/s)")
     rows = []
-    for batch in batches:
-        seconds = best[batch]
-        rows.append({"batch_size": batch, "seconds": seconds, "gflops": flops / seconds / 1e9,
-                     "ratio_to_bare": seconds / bare_s,
-                     "score_buffer_mb": min(batch, len(queries)) * len(corpus) * 4 / 2**20,
-                     "is_default": batch == defaults.batch_size})
-        log(f"exact_knn k={defaults.k} batch={batch}: {seconds:.3f} s "
+    for buffer_mb in buffers:
+        seconds = best[buffer_mb]
+        batch = min(queries_per_batch(len(corpus), buffer_mb * 2**20), len(queries))
+        rows.append({"buffer_mb": buffer_mb, "batch_size": batch, "seconds": seconds,
+                     "gflops": flops / seconds / 1e9, "ratio_to_bare": seconds / bare_s,
+                     "score_buffer_mb": batch * len(corpus) * 4 / 2**20,
+                     "is_default": buffer_mb == defaults.buffer_mb})
+        log(f"exact_knn k={defaults.k} buffer {buffer_mb} MiB ({batch} queries): {seconds:.3f} s "
             f"({seconds / bare_s:.2f}x bare)")
     default = next(r for r in rows if r["is_default"])
     return {"shape": [len(queries), len(corpus), corpus.shape[1]], "k": defaults.k,

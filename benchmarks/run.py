@@ -74,11 +74,12 @@ def main(argv: list[str] | None = None) -> None:
             results["ground_truth"] = ground_truth.run(corpus, queries, args.quick, log)
     if "embedding" in only:
         mark("embedding")
-        results["embedding"] = embedding.run(growth.dataset(1000, 256), growth.dataset(100, 512),
+        results["embedding"] = embedding.run(embedding.dataset(1000, 256), embedding.dataset(100, 512),
                                              args.quick, log)
     if "growth" in only:
         mark("growth")
-        results["growth"] = growth.run(args.quick, log)
+        results["growth"] = growth.run(growth.QUICK_SIZES if args.quick else growth.SIZES, log,
+                                       out)
     info["load_average_at_end"] = os.getloadavg()
     info["suite_seconds"] = time.perf_counter() - started
     write_json(info, out / "machine.json")

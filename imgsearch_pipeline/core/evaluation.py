@@ -48,34 +48,48 @@ def latency_sample(count: int, size: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, count - 1, num=size).round().astype(np.int64))
 
 
+def time_exact(
+    corpus: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    sample: int | None = None,
+    warmup: int = 5,
+    on_query: Callable[[], None] | None = None,
+) -> list[float | None]:
+    """Seconds of the exact search of each query, one at a time; timed on ``sample``
+    queries spread evenly (all when None), None for the others.
+
+    Its latency is a property of the corpus size, not of the query, and at 1M vectors each
+    exact scan costs ~0.1 s: a sample of a few hundred gives the percentiles. The caller may
+    drop the corpus afterwards (the recall report does, before it loads the index).
+    """
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    positions = latency_sample(len(queries), sample)
+    timed, _ = time_each(lambda vector: exact_search(corpus, vector, k), queries[positions],
+                         warmup, on_query)
+    seconds: list[float | None] = [None] * len(queries)
+    for position, elapsed in zip(positions.tolist(), timed, strict=True):
+        seconds[position] = elapsed
+    return seconds
+
+
 def evaluate_queries(
     queries: np.ndarray,
     truth: Sequence[Sequence[str]],
     ann_search: Callable[[np.ndarray], list[str]],
-    corpus: np.ndarray,
+    exact_s: Sequence[float | None],
     k: int,
     warmup: int = 5,
     on_query: Callable[[], None] | None = None,
-    exact_sample: int | None = None,
 ) -> list[QueryResult]:
-    """Recall of ``ann_search`` against ``truth`` and both latencies, one query at a time.
+    """Recall of ``ann_search`` against ``truth`` and its latency on every query, one at a
+    time, beside each query's exact-search seconds from ``time_exact``.
 
-    Recall and the ANN latency cover every query; the exact search is timed on
-    ``exact_sample`` of them spread evenly (all when None): its latency is a property of
-    the corpus size, not of the query, and at 1M vectors each exact scan costs ~0.1 s.
-    All ANN queries run first, then the exact ones, as each would run in a service of its
-    own: interleaved, every exact scan would evict the HNSW graph from the CPU caches and
-    bill the ANN side for the exact side's memory traffic. ``on_query`` is called once per
-    query searched.
+    The ANN and exact passes run apart, as each would run in a service of its own:
+    interleaved, every exact scan would evict the HNSW graph from the CPU caches and bill
+    the ANN side for the exact side's memory traffic. ``on_query`` is called once per query.
     """
-    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
     ann_s, found = time_each(ann_search, queries, warmup, on_query)
-    sample = latency_sample(len(queries), exact_sample)
-    timed, _ = time_each(lambda vector: exact_search(corpus, vector, k), queries[sample],
-                         warmup, on_query)
-    exact_s: list[float | None] = [None] * len(queries)
-    for position, seconds in zip(sample.tolist(), timed, strict=True):
-        exact_s[position] = seconds
     return [
         QueryResult(recall_at_k(expected, hits, k), a, e, hits)
         for expected, hits, a, e in zip(truth, found, ann_s, exact_s, strict=True)
