@@ -2,15 +2,26 @@
 record (which needs threadpoolctl) is complete. The figures themselves are not tested."""
 
 import importlib
+import json
 import pkgutil
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
 
 import benchmarks
+from benchmarks import growth
 from benchmarks.common import machine
+from imgsearch_pipeline.core.layout import model_slug
+from imgsearch_pipeline.core.vectors import read_vectors
+from imgsearch_pipeline.resources.profiles import resources_for
+
+from .pipeline import all_assets, all_checks
 
 
 def test_every_benchmark_module_imports():
     names = [m.name for m in pkgutil.iter_modules(benchmarks.__path__)]
-    assert {"run", "common", "embedding", "depth"} <= set(names)
+    assert {"run", "common", "embedding", "growth"} <= set(names)
     for name in names:
         importlib.import_module(f"benchmarks.{name}")
 
@@ -19,3 +30,32 @@ def test_machine_record_names_the_blas_kernels():
     info = machine()
     assert info["cores"] >= 1
     assert any(pool["user_api"] == "blas" for pool in info["threadpools"]), info["threadpools"]
+
+
+def test_growth_inputs_carry_the_graph_from_the_index_on(tmp_path, monkeypatch):
+    """The generated home is what the assets expect: the graph from search_index to the
+    publish runs on it without embedding anything, over exactly the generated splits."""
+    monkeypatch.setattr(growth, "INPUTS", tmp_path / "inputs")
+    folder = growth.inputs(400, 40, 96, log=lambda message: None)
+
+    def generated_again(message: str) -> None:
+        raise AssertionError(f"inputs generated twice: {message}")
+
+    assert growth.inputs(400, 40, 96, log=generated_again) == folder  # cached
+    layout = growth.make_home(folder, tmp_path / "home")
+    posts = pq.read_table(folder / "posts.parquet").to_pydict()
+    split_of = dict(zip(posts["uuid"], posts["split"], strict=True))
+    assert sorted(split_of.values()).count("test") == 40 and len(split_of) == 440
+    ids, vectors = read_vectors(folder / "embeddings" / model_slug(growth.MODEL_ID))
+    assert set(ids) == set(split_of) and vectors.shape == (440, 96)
+
+    resources = resources_for({"IMGSEARCH_HOME": layout.root, "IMGSEARCH_DATASET": str(folder),
+                               "IMGSEARCH_EMBEDDER": "color-texture"})
+    result = dg.materialize(all_assets() + all_checks(), resources=resources,
+                            selection=dg.AssetSelection.assets(*growth.STEPS))
+    assert result.success
+    assert {e.asset_key.path[-1] for e in result.get_asset_materialization_events()} == \
+        set(growth.STEPS)
+    report = json.loads(Path(layout.report("recall_report.json")).read_text())
+    assert (report["indexed"], report["queries"], report["exact_timed"]) == (400, 40, 40)
+    assert resources["vector_index"].live_version() == report["index_version"]
