@@ -1,0 +1,157 @@
+"""The embedded index: coded graphs (8-bit, fp16) re-ranked on memory-mapped float vectors.
+
+Answers are compared with a brute-force numpy reference (every score, every top k), not
+with the index's own code path."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgsearch_pipeline.core.integrity import IntegrityError
+from imgsearch_pipeline.resources.vector_index import (
+    VECTORS_FILE,
+    FaissHnswIndex,
+    IndexBatch,
+    SearchFilter,
+)
+
+N, DIM, K = 1500, 32, 10
+
+
+def _vectors(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, DIM))
+    points = centres[rng.integers(0, 40, n)] + 0.5 * rng.standard_normal((n, DIM))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+CORPUS = _vectors(N, 0)
+QUERIES = _vectors(60, 1)
+IDS = [f"doc-{i:05d}" for i in range(N)]
+SPLITS = ["train" if i % 3 else "test" for i in range(N)]
+CAPTIONS = [f"a {'red' if i % 2 else 'blue'} thing {i}" for i in range(N)]
+
+
+def _build(root: Path, codes: str, version: str = "v1", batch: int = 400) -> FaissHnswIndex:
+    index = FaissHnswIndex(root=str(root), codes=codes, m=16, ef_construction=100)
+    batches = [IndexBatch(IDS[i:i + batch], CORPUS[i:i + batch], CAPTIONS[i:i + batch],
+                          SPLITS[i:i + batch], [""] * len(IDS[i:i + batch]))
+               for i in range(0, N, batch)]
+    assert index.build(version, DIM, batches) == N
+    return index
+
+
+def _exact(query: np.ndarray, allowed: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
+    scores = CORPUS.astype(np.float64) @ query.astype(np.float64)
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    top = np.argsort(-scores)[:K]
+    return [IDS[i] for i in top], scores[top]
+
+
+@pytest.mark.parametrize("codes", ["sq8", "fp16", "flat"])
+def test_results_match_exact_search(tmp_path, codes):
+    index = _build(tmp_path / codes, codes)
+    overlap = []
+    for query in QUERIES:
+        hits = index.search(query, K, num_candidates=N, version="v1")
+        expected, _ = _exact(query)
+        overlap.append(len({h.uuid for h in hits} & set(expected)) / K)
+        # Scores are the exact cosines of the hit's float vector, sorted best first.
+        reference = CORPUS[[IDS.index(h.uuid) for h in hits]] @ query
+        np.testing.assert_allclose([h.score for h in hits], reference, rtol=0, atol=1e-5)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert np.mean(overlap) >= 0.99, np.mean(overlap)
+
+
+def test_default_is_8bit_codes_with_memory_mapped_rerank_vectors(tmp_path):
+    index = FaissHnswIndex(root=str(tmp_path / "sq8"), m=16, ef_construction=100)
+    assert index.codes == "sq8"
+    sq8 = _build(tmp_path / "sq8", index.codes)
+    flat = _build(tmp_path / "flat", "flat")
+    sq8.search(QUERIES[0], K, 64, version="v1")
+    loaded = sq8._load("v1")
+    folder = tmp_path / "sq8" / "versions" / "v1"
+    # The float vectors are a read-only map of the version's file, identical to the input.
+    assert isinstance(loaded.vectors, np.memmap) and loaded.vectors.mode == "r"
+    assert Path(loaded.vectors.filename) == (folder / VECTORS_FILE).resolve()
+    np.testing.assert_array_equal(np.asarray(loaded.vectors), CORPUS)
+    # The graph in RAM holds one byte per dimension where the flat graph holds four.
+    sq8_bytes = (folder / "index.faiss").stat().st_size
+    flat_bytes = (tmp_path / "flat" / "versions" / "v1" / "index.faiss").stat().st_size
+    assert flat_bytes - sq8_bytes == pytest.approx(3 * N * DIM, rel=0.01)
+    assert flat._load("v1").vectors is None
+    params = json.loads((folder / "params.json").read_text())
+    assert params["codes"] == "sq8" and params["count"] == N and params["dim"] == DIM
+
+
+@pytest.mark.parametrize("codes", ["sq8", "flat"])
+def test_filters_apply_inside_the_search(tmp_path, codes):
+    index = _build(tmp_path, codes)
+    for search_filter in (SearchFilter(split="test"), SearchFilter(caption_words=("RED",)),
+                          SearchFilter(caption_words=("red",), split="test")):
+        allowed = np.array([
+            (search_filter.split is None or s == search_filter.split)
+            and all(w.lower() in c for w in search_filter.caption_words)
+            for s, c in zip(SPLITS, CAPTIONS, strict=True)])
+        for query in QUERIES[:20]:
+            hits = index.search(query, K, N, version="v1", search_filter=search_filter)
+            assert len(hits) == K
+            assert all(allowed[IDS.index(h.uuid)] for h in hits)
+            expected, _ = _exact(query, allowed)
+            assert len({h.uuid for h in hits} & set(expected)) >= K - 1
+
+
+def test_reload_from_disk_gives_the_same_answers(tmp_path):
+    index = _build(tmp_path, "sq8")
+    before = [index.search(q, K, 64, version="v1") for q in QUERIES[:20]]
+    index.publish("v1")
+    index.release("v1")
+    again = FaissHnswIndex(root=str(tmp_path))  # a new process's resource: reads the files
+    assert again.count() == N
+    assert [again.search(q, K, 64) for q in QUERIES[:20]] == before
+
+
+def test_versions_built_with_float_codes_still_load(tmp_path):
+    _build(tmp_path, "flat")
+    reader = FaissHnswIndex(root=str(tmp_path))  # the default (sq8) reads an older flat one
+    hits = reader.search(QUERIES[0], K, N, version="v1")
+    assert [h.uuid for h in hits] == _exact(QUERIES[0])[0]
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "truncate"])
+def test_damaged_rerank_vectors_are_detected(tmp_path, damage):
+    index = _build(tmp_path, "sq8")
+    path = tmp_path / "versions" / "v1" / VECTORS_FILE
+    data = bytearray(path.read_bytes())
+    if damage == "overwrite":
+        data[1000:1004] = b"\x00\x00\x80\x7f"  # one float becomes +inf
+    else:
+        data = data[:-DIM * 4]
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=VECTORS_FILE):
+        index.search(QUERIES[0], K, 64, version="v1")
+    with pytest.raises(IntegrityError, match=VECTORS_FILE):
+        index.publish("v1")
+
+
+def test_vectors_file_must_match_the_graph(tmp_path):
+    """A vectors file of the wrong size (e.g. rewritten with its manifest) is refused."""
+    from imgsearch_pipeline.core.integrity import write_manifest
+
+    index = _build(tmp_path, "sq8")
+    folder = tmp_path / "versions" / "v1"
+    path = folder / VECTORS_FILE
+    path.write_bytes(path.read_bytes()[:-DIM * 4])
+    write_manifest(folder, ["index.faiss", "docs.parquet", "params.json", VECTORS_FILE])
+    with pytest.raises(IntegrityError, match=f"{VECTORS_FILE}: .* expected"):
+        index.search(QUERIES[0], K, 64, version="v1")
+
+
+def test_bad_batch_shape_is_refused(tmp_path):
+    index = FaissHnswIndex(root=str(tmp_path))
+    with pytest.raises(ValueError, match="expected"):
+        index.build("v1", DIM, [IndexBatch(IDS[:5], CORPUS[:4])])
+    assert not list((tmp_path / "versions" / "v1").glob("*.f32"))
