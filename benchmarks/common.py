@@ -15,6 +15,27 @@ PROTOTYPE = {"indexed": 27_172, "queries": 3_019, "dim": 768, "recall_at_10": 0.
              "es_ms": 51.53, "exact_ms": 84.29}
 RECALL_TARGET = 0.997
 K = 10
+# A section is measured on a loaded machine when the 1-minute load average, at its start or
+# its end, is above this share of the usable cores: other processes then took CPU from it.
+LOADED_SHARE_OF_CORES = 0.5
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def load_now() -> dict:
+    """The 1-minute load average now, the usable cores, and whether that counts as loaded."""
+    one_minute, cores = os.getloadavg()[0], usable_cores()
+    return {"load_1min": round(one_minute, 2), "cores": cores,
+            "loaded": one_minute > LOADED_SHARE_OF_CORES * cores}
+
+
+def section_load(start: dict, end: dict) -> dict:
+    """A section's load record: at start and end, and loaded if either was."""
+    return {"start": start, "end": end, "loaded": start["loaded"] or end["loaded"],
+            "threshold": f"1-min load average > {LOADED_SHARE_OF_CORES} x {start['cores']} "
+                         "cores at start or end"}
 
 
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:
@@ -67,7 +88,7 @@ def machine() -> dict:
     return {
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
+        "usable_cores": usable_cores(),
         "ram_gb": _ram_gb(),
         "load_average_at_start": os.getloadavg(),
         "platform": platform.platform(),

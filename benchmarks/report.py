@@ -13,6 +13,51 @@ def _defaults() -> dict:
             "num_candidates": DEFAULT_NUM_CANDIDATES}
 
 
+def _load_note(results: dict, section: str) -> list[str]:
+    """The section's load record beside its figures: quiet, or flagged as loaded."""
+    load = results.get("ran_at", {}).get(section, {}).get("load")
+    if load is None:
+        return ["Load: not recorded for this section (measured before load checks).", ""]
+    start, end = load["start"], load["end"]
+    figures = (f"1-min load average {start['load_1min']:.2f} at start, {end['load_1min']:.2f} "
+               f"at end, on {start['cores']} cores")
+    if load["loaded"]:
+        return [f"**⚠ LOADED MACHINE** ({load['threshold']}): {figures}. These figures include "
+                "other processes' CPU use; re-run on a quiet machine before quoting them.", ""]
+    return [f"Quiet machine: {figures}.", ""]
+
+
+def _indexes(x: dict) -> list[str]:
+    lines = ["## 2b. Embedded index candidates at equal recall", "",
+             f"{x['indexed']:,} vectors, {x['queries']:,} queries, m={x['m']}, "
+             f"ef_construction={x['ef_construction']}; one query at a time on one thread; per "
+             f"candidate the smallest search depth (`core.depth` sweep) reaching mean "
+             f"Recall@10 ≥ {x['target']}. Memory: what the process holds for the index; coded "
+             "faiss graphs also map their float vectors from disk for the re-rank (page cache, "
+             "not the process's own memory). 1M: linear projection per vector.", "",
+             "| index | depth | Recall@10 | p50 ms | p95 ms | build s | index MB | at 1M GB "
+             "| mmap re-rank MB (at 1M GB) | filters + versions |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    choice = x["choice"]
+    for r in x["rows"]:
+        name = r["name"] + (" **(chosen)**" if r["name"] == choice["chosen"] else "")
+        recall = f"{r['recall']:.4f}" + ("" if r["reached"] else " (target missed)")
+        mapped = (f"{r['mapped_bytes'] / 2**20:.0f} ({r['projected_1m_mapped_bytes'] / 1e9:.2f})"
+                  if r["mapped_bytes"] else "–")
+        lines.append(f"| {name} | {r['depth']} | {recall} | {r['p50_ms']:.3f} | "
+                     f"{r['p95_ms']:.3f} | {r['build_s']:.1f} | {r['index_bytes'] / 2**20:.1f} | "
+                     f"{r['projected_1m_bytes'] / 1e9:.2f} | {mapped} | "
+                     f"{'yes' if r['filters_and_versions'] else 'no (bare library)'} |")
+    lines += ["", f"Chosen: the lowest p50 among candidates reaching the target that keep "
+              f"filters and versioned files and hold ≤ {x['memory_share_of_flat']:.0%} of the "
+              f"flat graph's memory: **{choice['chosen']}**; fastest of all reaching the "
+              f"target: {choice['fastest_overall']}. The project's default "
+              f"(`FaissHnswIndex.codes` = {choice['default_codes']!r}) "
+              + ("is this choice." if choice["default_matches"] else
+                 "**differs from this run's choice**."), ""]
+    return lines
+
+
 def _search(s: dict, proto: dict) -> list[str]:
     exact = s["exact"][0]
     lines = ["## 1. Search at prototype scale", "",
@@ -46,10 +91,9 @@ def _sweep(s: dict, defaults: dict) -> list[str]:
              "| config | num_candidates | Recall@10 | p50 ms | p99 ms | index MB | build s |",
              "|---|---|---|---|---|---|---|"]
     for r in s["sweep"]:
-        kind = "SQ8 + exact re-rank" if r["kind"] == "hnsw-sq8" else "HNSW flat"
+        kind = r["name"].split(" m=")[0]
         mb = r["index_bytes"] / 2**20
-        extra = f" (+{r['rerank_vectors_bytes'] / 2**20:.0f} MB float vectors to re-rank)" \
-            if "rerank_vectors_bytes" in r else ""
+        extra = ""
         lines.append(f"| {kind} m={r['m']} efC={r['ef_construction']} | {r['num_candidates']} | "
                      f"{r['recall']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {mb:.0f}{extra} | "
                      f"{r['build_s']:.1f} |")
@@ -148,22 +192,22 @@ def report_markdown(results: dict, info: dict, proto: dict) -> str:
              f"{info['suite_seconds'] / 60:.1f} min{' (--quick)' if results['quick'] else ''}. "
              "Details in machine.json and results.json.", ""]
     if results.get("ran_at"):
-        lines += ["Sections ran at (time, load average): " + "; ".join(
+        lines += ["Sections ran at (time, 1-min load average at start): " + "; ".join(
             f"{name} {r['time']} ({r['load_average'][0]:.1f})"
-            for name, r in results["ran_at"].items()) + ". The machine is shared: the load "
-            "average above 2 means other processes took CPU during that section.", ""]
+            + (" LOADED" if r.get("load", {}).get("loaded") else "")
+            for name, r in results["ran_at"].items()) + ". Each section's figures carry its "
+            "load record (start and end) and a flag when the machine was loaded.", ""]
     if "vectors" in results:
         v = results["vectors"]
         lines += [f"Vectors: {v['source']}; {v['indexed']:,} indexed, {v['queries']:,} held-out "
                   f"queries, {v['dim']}-d. Mean cosine of the nearest neighbour "
                   f"{v['mean_top1_cosine']:.3f}, of the 10th {v['mean_top10_cosine']:.3f}, of "
                   f"random pairs {v['mean_random_pair_cosine']:.3f}.", ""]
-    if "search" in results:
-        lines += _search(results["search"], proto) + _sweep(results["search"], defaults)
-    if "ground_truth" in results:
-        lines += _ground_truth(results["ground_truth"])
-    if "embedding" in results:
-        lines += _embedding(results["embedding"])
-    if "growth" in results:
-        lines += _growth(results["growth"])
+    sections = {"search": lambda r: _search(r, proto) + _sweep(r, defaults),
+                "indexes": _indexes, "ground_truth": _ground_truth, "embedding": _embedding,
+                "growth": _growth}
+    for name, render in sections.items():
+        if name in results:
+            body = render(results[name])
+            lines += body[:2] + _load_note(results, name) + body[2:]  # under the heading
     return "\n".join(lines) + "\n"

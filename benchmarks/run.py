@@ -3,20 +3,29 @@
     .venv/bin/python -m benchmarks.run            # full run (~15 min on 2 cores)
     .venv/bin/python -m benchmarks.run --quick    # smaller sweep and fewer images
     .venv/bin/python -m benchmarks.run --only search,ground_truth
+    .venv/bin/python -m benchmarks.run --strict   # refuse sections measured on a loaded machine
+
+Each section records the 1-minute load average at its start and end (``common.load_now``);
+one above ``common.LOADED_SHARE_OF_CORES`` x cores flags the section as loaded in
+results.json and report.md, and with ``--strict`` the section is refused: not run when the
+machine is loaded at its start, its figures discarded when loaded at its end (the previous
+figures stay), and the run exits with status 1.
 """
 
 import argparse
 import json
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from . import embedding, ground_truth, growth, search
-from .common import PROTOTYPE, machine, write_json
+from . import embedding, ground_truth, growth, indexes, search
+from .common import LOADED_SHARE_OF_CORES, PROTOTYPE, load_now, machine, section_load, write_json
 from .report import report_markdown
 from .vectors import neighbour_cosines, prototype_scale
 
-SECTIONS = ("search", "ground_truth", "embedding", "growth")
+SECTIONS = ("search", "indexes", "ground_truth", "embedding", "growth")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--render", action="store_true",
                         help="only rewrite report.md from results.json and machine.json")
+    parser.add_argument("--strict", action="store_true",
+                        help=f"refuse a section whose 1-min load average exceeds "
+                             f"{LOADED_SHARE_OF_CORES} x cores at its start or end")
     parser.add_argument("--home", default=os.environ.get("IMGSEARCH_HOME", "var"),
                         help="pipeline home whose embeddings asset is used when big enough")
     args = parser.parse_args(argv)
@@ -53,11 +65,34 @@ def main(argv: list[str] | None = None) -> None:
         set(only) != set(SECTIONS) else {}
     results["quick"] = args.quick
     ran_at = results.setdefault("ran_at", {})
+    refused: list[str] = []
 
-    def mark(section: str) -> None:
-        ran_at[section] = {"time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                           "load_average": os.getloadavg()}
-    if {"search", "ground_truth"} & set(only):
+    def measure(section: str, fn: Callable[[], object]) -> bool:
+        """Run one section between two load readings; False when --strict refused it."""
+        start = load_now()
+        if args.strict and start["loaded"]:
+            log(f"{section}: refused, load average {start['load_1min']} on {start['cores']} "
+                "cores at start (--strict)")
+            refused.append(section)
+            return False
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        figures = fn()
+        load = section_load(start, load_now())
+        if args.strict and load["loaded"]:
+            log(f"{section}: figures discarded, load average {load['end']['load_1min']} at end "
+                "(--strict)")
+            refused.append(section)
+            return False
+        results[section] = figures
+        ran_at[section] = {"time": when, "load_average": [load["start"]["load_1min"]],
+                           "load": load}
+        if load["loaded"]:
+            log(f"{section}: measured on a LOADED machine (load average "
+                f"{load['start']['load_1min']} -> {load['end']['load_1min']} on "
+                f"{load['start']['cores']} cores)")
+        return True
+
+    if {"search", "indexes", "ground_truth"} & set(only):
         corpus, queries, source = prototype_scale(Path(args.home))
         structure = neighbour_cosines(queries, corpus)
         results["vectors"] = {"source": source, "indexed": len(corpus), "queries": len(queries),
@@ -65,27 +100,27 @@ def main(argv: list[str] | None = None) -> None:
         log(f"{source}: top-1 cosine {structure['mean_top1_cosine']:.3f}, top-10 "
             f"{structure['mean_top10_cosine']:.3f}, random pairs "
             f"{structure['mean_random_pair_cosine']:.3f}")
-        if "search" in only:
-            mark("search")
-            results["search"] = search.run(corpus, queries, args.quick, log)
+        if "search" in only and measure(
+                "search", lambda: search.run(corpus, queries, args.quick, log)):
             search.sweep_png(results["search"]["sweep"], out / "sweep.png")
+        if "indexes" in only:
+            measure("indexes", lambda: indexes.run(corpus, queries, args.quick, log))
         if "ground_truth" in only:
-            mark("ground_truth")
-            results["ground_truth"] = ground_truth.run(corpus, queries, args.quick, log)
+            measure("ground_truth", lambda: ground_truth.run(corpus, queries, args.quick, log))
     if "embedding" in only:
-        mark("embedding")
-        results["embedding"] = embedding.run(embedding.dataset(1000, 256), embedding.dataset(100, 512),
-                                             args.quick, log)
+        measure("embedding", lambda: embedding.run(embedding.dataset(1000, 256),
+                                                   embedding.dataset(100, 512), args.quick, log))
     if "growth" in only:
-        mark("growth")
-        results["growth"] = growth.run(growth.QUICK_SIZES if args.quick else growth.SIZES, log,
-                                       out)
+        measure("growth", lambda: growth.run(growth.QUICK_SIZES if args.quick else growth.SIZES,
+                                             log, out))
     info["load_average_at_end"] = os.getloadavg()
     info["suite_seconds"] = time.perf_counter() - started
     write_json(info, out / "machine.json")
     write_json(results, out / "results.json")
     (out / "report.md").write_text(report_markdown(results, info, PROTOTYPE))
     log(f"report at {out / 'report.md'}")
+    if refused:
+        sys.exit(f"refused on a loaded machine (--strict): {', '.join(refused)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Sections 1 and 2: search at the prototype's scale, and the tuning sweep."""
+"""Sections 1 and 2: search at the prototype's scale, and the tuning sweep of the
+``FaissHnswIndex`` resource at its default codes (benchmarks/indexes.py compares codes
+and other libraries)."""
 
 import os
 import tempfile
@@ -77,49 +79,18 @@ def hnsw_rows(index: FaissHnswIndex, build_s: float, size: int, queries, truth,
 
         found, seconds = time_single(search, queries)
         qps = None
-        if batch:  # the same index file, all queries in one faiss call (the API has no batch)
-            loaded = index._load("bench").index
+        loaded = index._load("bench")
+        # The same graph, all queries in one faiss call (the API has no batch); coded graphs
+        # re-rank per query, so only a flat graph's batch search is the same search.
+        if batch and loaded.vectors is None:
             params = faiss.SearchParametersHNSW()
             params.efSearch = max(nc, K)
             started = time.perf_counter()
-            loaded.search(queries, K, params=params)
+            loaded.index.search(queries, K, params=params)
             qps = len(queries) / (time.perf_counter() - started)
-        rows.append(row(f"HNSW m={index.m} efC={index.ef_construction} nc={nc}", found, seconds,
-                        truth, qps, kind="hnsw", m=index.m, ef_construction=index.ef_construction,
+        rows.append(row(f"HNSW {index.codes} m={index.m} efC={index.ef_construction} nc={nc}",
+                        found, seconds, truth, qps, kind="hnsw", m=index.m, ef_construction=index.ef_construction,
                         num_candidates=nc, index_bytes=size, build_s=build_s))
-    return rows
-
-
-# -- HNSW over 8-bit scalar-quantised vectors, exact re-rank of an oversampled list ----------
-
-def sq8_rows(corpus, queries, truth, m: int, ef_construction: int, candidates: list[int],
-             oversample: int = 4) -> list[dict]:
-    import faiss
-
-    started = time.perf_counter()
-    index = faiss.IndexHNSWSQ(corpus.shape[1], faiss.ScalarQuantizer.QT_8bit, m,
-                              faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = ef_construction
-    index.train(corpus)
-    index.add(corpus)
-    build_s = time.perf_counter() - started
-    size = faiss.serialize_index(index).nbytes
-    rows = []
-    for nc in candidates:
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(nc, K * oversample)
-
-        def search(vector, params=params):
-            _, cand = index.search(vector.reshape(1, -1), K * oversample, params=params)
-            cand = cand[0][cand[0] >= 0]
-            scores = corpus[cand] @ vector  # exact re-rank on the float vectors
-            return cand[np.argsort(-scores)[:K]]
-
-        found, seconds = time_single(search, queries)
-        rows.append(row(f"HNSW-SQ8 m={m} efC={ef_construction} nc={nc} rerank {oversample}x",
-                        found, seconds, truth, None, kind="hnsw-sq8", m=m,
-                        ef_construction=ef_construction, num_candidates=nc, index_bytes=size,
-                        build_s=build_s, rerank_vectors_bytes=corpus.nbytes))
     return rows
 
 
@@ -189,10 +160,6 @@ def run(corpus, queries, quick: bool, log) -> dict:
             log(f"HNSW m={m} efC={efc}: built in {build_s:.1f} s; " + ", ".join(
                 f"nc={r['num_candidates']} R={r['recall']:.4f} p50={r['p50_ms']:.3f}ms"
                 for r in rows))
-        sq = sq8_rows(corpus, queries, truth, 32, 200, [c for c in candidates if c >= 32])
-        log("HNSW-SQ8: " + ", ".join(f"nc={r['num_candidates']} R={r['recall']:.4f} "
-                                     f"p50={r['p50_ms']:.3f}ms" for r in sq))
-        sweep += sq
     results["sweep"] = sweep
     results["chosen"] = smallest_meeting_target([r for r in sweep if r["kind"] == "hnsw"])
     es_rows, es_note = elasticsearch_rows(corpus, queries, truth, [64, 128, 256])
@@ -211,7 +178,7 @@ def sweep_png(sweep: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), dpi=110)
     configs: dict[str, list[dict]] = {}
     for r in sweep:
-        label = f"{'SQ8+rerank ' if r['kind'] == 'hnsw-sq8' else ''}m={r['m']} efC={r['ef_construction']}"
+        label = f"{r['name'].split(' m=')[0]} m={r['m']} efC={r['ef_construction']}"
         configs.setdefault(label, []).append(r)
     # Left: recall; right: the missed fraction on a log scale, where the configs separate.
     for ax, miss in zip(axes, (False, True), strict=True):
