@@ -89,8 +89,9 @@ def hnsw_rows(index: FaissHnswIndex, build_s: float, size: int, queries, truth,
             loaded.index.search(queries, K, params=params)
             qps = len(queries) / (time.perf_counter() - started)
         rows.append(row(f"HNSW {index.codes} m={index.m} efC={index.ef_construction} nc={nc}",
-                        found, seconds, truth, qps, kind="hnsw", m=index.m, ef_construction=index.ef_construction,
-                        num_candidates=nc, index_bytes=size, build_s=build_s))
+                        found, seconds, truth, qps, kind="hnsw", m=index.m,
+                        ef_construction=index.ef_construction, num_candidates=nc,
+                        index_bytes=size, build_s=build_s))
     return rows
 
 

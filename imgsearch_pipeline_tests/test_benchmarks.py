@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 
 import benchmarks
 from benchmarks import growth
@@ -59,3 +60,51 @@ def test_growth_inputs_carry_the_graph_from_the_index_on(tmp_path, monkeypatch):
     report = json.loads(Path(layout.report("recall_report.json")).read_text())
     assert (report["indexed"], report["queries"], report["exact_timed"]) == (400, 40, 40)
     assert resources["vector_index"].live_version() == report["index_version"]
+
+
+def test_a_section_is_loaded_above_the_share_of_cores(monkeypatch):
+    from benchmarks import common
+
+    monkeypatch.setattr(common.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    limit = common.LOADED_SHARE_OF_CORES * 4
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (limit, 0.0, 0.0))
+    quiet = common.load_now()
+    assert quiet == {"load_1min": limit, "cores": 4, "loaded": False}
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (limit + 0.1, 0.0, 0.0))
+    busy = common.load_now()
+    assert busy["loaded"]
+    # Loaded at either end flags the section.
+    assert common.section_load(quiet, busy)["loaded"] and common.section_load(busy, quiet)["loaded"]
+    assert not common.section_load(quiet, quiet)["loaded"]
+
+
+def test_report_shows_the_flag_beside_the_section(monkeypatch):
+    from benchmarks import common, report
+
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (99.0, 0.0, 0.0))
+    busy = common.load_now()
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    quiet = common.load_now()
+    results = {"ran_at": {"growth": {"load": common.section_load(quiet, busy)},
+                          "indexes": {"load": common.section_load(quiet, quiet)}}}
+    assert "LOADED MACHINE" in report._load_note(results, "growth")[0]
+    assert "99.00 at end" in report._load_note(results, "growth")[0]
+    assert report._load_note(results, "indexes")[0].startswith("Quiet machine")
+
+
+def test_strict_run_refuses_a_section_on_a_loaded_machine(tmp_path, monkeypatch):
+    from benchmarks import common, run
+
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (1000.0, 0.0, 0.0))
+    monkeypatch.setattr(growth, "run", lambda *a: pytest.fail("a refused section ran"))
+    with pytest.raises(SystemExit, match="growth"):
+        run.main(["--only", "growth", "--strict", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert "growth" not in results and "growth" not in results["ran_at"]
+
+    # Without --strict the section runs and its figures carry the flag.
+    monkeypatch.setattr(growth, "run", lambda *a: {"rows": []})
+    monkeypatch.setattr(run, "report_markdown", lambda *a: "")
+    run.main(["--only", "growth", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["growth"] == {"rows": []} and results["ran_at"]["growth"]["load"]["loaded"]
