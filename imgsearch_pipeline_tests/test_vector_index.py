@@ -4,6 +4,7 @@ Answers are compared with a brute-force numpy reference (every score, every top 
 with the index's own code path."""
 
 import json
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,11 @@ def test_default_is_8bit_codes_with_memory_mapped_rerank_vectors(tmp_path):
     loaded = sq8._load("v1")
     folder = tmp_path / "sq8" / "versions" / "v1"
     # The float vectors are a read-only map of the version's file, identical to the input.
-    assert isinstance(loaded.vectors, np.memmap) and loaded.vectors.mode == "r"
-    assert Path(loaded.vectors.filename) == (folder / VECTORS_FILE).resolve()
+    mapped = loaded.vectors.base  # the array's memory is the file's read-only map
+    assert isinstance(mapped, np.memmap) and mapped.mode == "r"
+    assert isinstance(mapped.base, mmap.mmap)
+    assert Path(mapped.filename) == (folder / VECTORS_FILE).resolve()
+    assert not loaded.vectors.flags.writeable and not loaded.vectors.flags.owndata
     np.testing.assert_array_equal(np.asarray(loaded.vectors), CORPUS)
     # The graph in RAM holds one byte per dimension where the flat graph holds four.
     sq8_bytes = (folder / "index.faiss").stat().st_size

@@ -173,7 +173,8 @@ def _open_vectors(path: Path, count: int, dim: int) -> np.ndarray:
                                         f"vectors ({expected:,} expected)")
     if count == 0:
         return np.zeros((0, dim), np.float32)
-    return np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim))
+    # A plain ndarray over the map: np.memmap's own indexing adds Python work to each search.
+    return np.asarray(np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim)))
 
 
 class _LoadedVersion:
@@ -196,7 +197,19 @@ class _LoadedVersion:
             raise IntegrityError("docs.parquet", f"{len(self.ids):,} rows for "
                                                  f"{self.index.ntotal:,} vectors in index.faiss")
         self.position = {uuid: i for i, uuid in enumerate(self.ids)}
+        self._params: dict[int, object] = {}
         self._lower_captions = [(c or "").lower() for c in self.captions]
+
+    def search_params(self, depth: int):
+        """Unfiltered search parameters for ``depth``, made once (faiss only reads them)."""
+        params = self._params.get(depth)
+        if params is None:
+            import faiss
+
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = depth
+            self._params[depth] = params
+        return params
 
     def selector(self, search_filter: SearchFilter):
         import faiss
@@ -242,9 +255,9 @@ class FaissHnswIndex(VectorIndex):
     def build(self, version: str, dim: int, batches: Iterable[IndexBatch]) -> int:
         import faiss
 
-        index = _new_faiss_index(self.codes, dim, self.m, self.ef_construction)
         if self.rerank_factor < 1:
             raise ValueError(f"rerank_factor must be >= 1, got {self.rerank_factor}")
+        index = _new_faiss_index(self.codes, dim, self.m, self.ef_construction)
         ids: list[str] = []
         captions: list[str | None] = []
         splits: list[str] = []
@@ -298,12 +311,14 @@ class FaissHnswIndex(VectorIndex):
         version = version or self.live_version()
         if version is None:
             raise LookupError("no live index: build and publish one first")
-        if not self._folder(version).is_dir():
-            raise IntegrityError(f"versions/{version}", "not on disk (deleted, or never built)")
-        # A version folder is never rewritten once built, so (root, version) names it for good.
+        # A version folder is never rewritten once built, so (root, version) names it for good;
+        # a loaded one is served from memory without touching the disk (a search's hot path).
         key = (os.path.abspath(self.root), version)
         loaded = _LOADED.get(key)
         if loaded is None:
+            if not self._folder(version).is_dir():
+                raise IntegrityError(f"versions/{version}",
+                                     "not on disk (deleted, or never built)")
             with _LOADED_LOCK:
                 loaded = _LOADED.get(key) or _LoadedVersion(self._folder(version))
                 _LOADED[key] = loaded
@@ -313,9 +328,11 @@ class FaissHnswIndex(VectorIndex):
         import faiss
 
         loaded = self._load(version)
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(num_candidates, k)
-        if search_filter is not None:
+        if search_filter is None:
+            params = loaded.search_params(max(num_candidates, k))
+        else:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(num_candidates, k)
             params.sel = loaded.selector(search_filter)
         query = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         if loaded.vectors is None:
