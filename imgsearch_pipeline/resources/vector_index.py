@@ -2,8 +2,9 @@
 
 The embedded index keeps 8-bit codes in the HNSW graph (a quarter of the float vectors'
 bytes) and re-ranks the graph's best candidates exactly on the float vectors, which stay
-on disk memory-mapped (``vectors.f32``): the same recall at a given depth as float codes,
-with about a third of the memory (benchmarks/README.md, the index comparison).
+on disk memory-mapped (``vectors.f32``): in the index comparison (benchmarks/README.md,
+section 2b) recall at a given depth matched or beat the float graph's, with about a third
+of its memory.
 
 Both follow one model: each build writes a new *version*; ``publish`` makes a version
 the live one atomically; searches go to the live version unless one is named.
