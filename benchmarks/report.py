@@ -1,5 +1,7 @@
 """The benchmark report in markdown."""
 
+from .common import LOADED_SHARE_OF_CORES
+
 
 def _f(value, spec: str = ".3f", none: str = "–") -> str:
     return none if value is None else format(value, spec)
@@ -164,10 +166,10 @@ def _embedding(e: dict) -> list[str]:
               f"machine). Pipeline/bare: {s['ratio']:.1%} in wall time, {s['cpu_ratio']:.1%} in "
               f"CPU seconds per image (target ≥ {e['target']:.0%}). Loading took "
               f"{s['load_s']:.1f} s; one text query {s['text_query_ms']:.0f} ms."]
-    if max(before, after) > s["cores"]:
-        lines.append(f"With the load average above the {s['cores']} cores, the wall figures "
-                     "measure the other jobs as much as this code; the CPU seconds per image "
-                     "are the steadier comparison.")
+    if max(before, after) > LOADED_SHARE_OF_CORES * s["cores"]:
+        lines.append(f"With the load average above {LOADED_SHARE_OF_CORES} x the "
+                     f"{s['cores']} cores, the wall figures measure the other jobs as much as "
+                     "this code; the CPU seconds per image are the steadier comparison.")
     lines += ["",
               f"Colour-texture: {e['color-texture']['note']}.", ""]
     return lines
