@@ -66,7 +66,8 @@ def _search(s: dict, proto: dict) -> list[str]:
              "One query at a time through the pipeline's own code: `core.evaluation.exact_search`, "
              "`FaissHnswIndex.search` (the resource, its build and search), and "
              "`ElasticsearchIndex` when `IMGSEARCH_ES_URL` is set. Batched q/s: "
-             "`core.knn.exact_knn` for exact, one faiss call over all queries for HNSW.", "",
+             "`core.knn.exact_knn` for exact, one faiss call over all queries for a flat HNSW graph "
+             "(a coded graph re-ranks each query: no batch figure).", "",
              "| search | Recall@10 | p50 ms | p95 ms | p99 ms | batched q/s | p50 vs exact "
              "| p50 vs prototype ES | p50 vs prototype exact |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -90,6 +91,8 @@ def _search(s: dict, proto: dict) -> list[str]:
 
 def _sweep(s: dict, defaults: dict) -> list[str]:
     lines = ["## 2. Tuning sweep", "", "![recall vs latency](sweep.png)", "",
+             "Index MB: the graph file the process loads; a coded graph (sq8, fp16) also maps "
+             "its float vectors (`vectors.f32`, 4 bytes x dim per vector) from disk.", "",
              "| config | num_candidates | Recall@10 | p50 ms | p99 ms | index MB | build s |",
              "|---|---|---|---|---|---|---|"]
     for r in s["sweep"]:
