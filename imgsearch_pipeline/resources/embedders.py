@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
 from ..core.descriptor import DESCRIPTOR_DIM, DESCRIPTOR_VERSION, color_texture_descriptor
 from ..core.similarity import l2_normalise
@@ -33,6 +34,8 @@ class EmbeddingModel(ABC):
     model_id: str
     dim: int
     supports_text: bool = False
+    # The runtime and precision that computed the vectors (recorded with them).
+    numerics: str = "numpy-fp32"
 
     @abstractmethod
     def prepare(self, images: list[Image.Image]) -> Any:
@@ -110,12 +113,18 @@ def pick_device(requested: str = "auto") -> str:
 
 
 class SiglipEmbedder(Embedder):
-    """SigLIP image tower (text tower too, for text search) through transformers, from a
-    checkpoint in the Hub's file layout: a local folder or a Hub model id."""
+    """SigLIP image tower (text tower too, for text search) from a checkpoint in the Hub's
+    file layout (a local folder or a Hub model id): through OpenVINO on a CPU (converted
+    once, cached in ``openvino_cache``; bf16 where the CPU has it, f32 otherwise), through
+    transformers/torch on CUDA (fp16) or where OpenVINO cannot run."""
 
     model_name: str = DEFAULT_SIGLIP
     device: str = "auto"
     half_precision: bool = True
+    runtime: str = Field("auto", description="auto (OpenVINO on a CPU, torch on a GPU) | torch | "
+                         "openvino (CPU only): pick one explicitly for benchmarks and tests.")
+    openvino_cache: str = Field("", description="Folder of the converted OpenVINO models; empty: "
+                                "$XDG_CACHE_HOME/imgsearch/openvino (~/.cache/imgsearch/openvino).")
 
     @property
     def model_id(self) -> str:
@@ -127,4 +136,4 @@ class SiglipEmbedder(Embedder):
         check_dependencies()  # before torch is imported by pick_device
         device = pick_device(self.device)
         half = self.half_precision and device == "cuda"
-        return load_siglip(self.model_name, device, half)
+        return load_siglip(self.model_name, device, half, self.runtime, self.openvino_cache)

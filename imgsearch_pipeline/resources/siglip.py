@@ -7,15 +7,21 @@ Four seams, so another runtime can replace the compute without touching the rest
 - loading: ``check_dependencies`` -> ``locate_checkpoint`` -> ``load_siglip``;
 - preprocessing (CPU, thread-safe): ``SiglipEncoder.prepare`` (images -> pixel values) and
   ``SiglipEncoder.tokenize`` (texts -> token ids, padded to the trained length);
-- encoding an image batch: ``SiglipEncoder.encode`` -> ``image_features``;
-- encoding a text batch: ``SiglipEncoder.encode_tokens`` -> ``text_features``.
+- encoding an image batch: ``SiglipEncoder.encode``;
+- encoding a text batch: ``SiglipEncoder.encode_tokens``.
+
+The compute runs in one of two runtimes behind those seams, chosen by ``load_siglip``:
+torch (``TorchSiglipEncoder``: fp16 on CUDA, fp32 elsewhere) or, on a CPU, OpenVINO
+(``siglip_openvino.py``: the towers converted once and cached, bf16 where the CPU has it).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,8 @@ DEPENDENCIES = {"torch": "torch", "transformers": "transformers", "huggingface_h
 CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "tokenizer_config.json")
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model"]
 HUB_PROBE_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 def check_dependencies() -> None:
@@ -99,21 +107,19 @@ def locate_checkpoint(name: str) -> Path:
 
 
 class SiglipEncoder(EmbeddingModel):
-    """A loaded SigLIP: both towers, its image processor and its tokenizer."""
+    """A loaded SigLIP: both towers, its image processor and its tokenizer. The runtime
+    (torch here, OpenVINO in siglip_openvino.py) supplies ``encode`` and ``encode_tokens``;
+    ``numerics`` names it and its precision (``torch-fp32``, ``openvino-bf16``...)."""
 
     supports_text = True
+    tensors = "pt"  # what prepare and tokenize return: torch tensors, or numpy arrays
 
-    def __init__(self, model: Any, image_processor: Any, tokenizer: Any, model_id: str, half: bool):
-        import torch
-
-        self._torch = torch
-        self._model = model
+    def __init__(self, config: Any, image_processor: Any, tokenizer: Any, model_id: str,
+                 numerics: str):
         self._image_processor = image_processor
         self._tokenizer = tokenizer
         self.model_id = model_id
-        self.device = next(model.parameters()).device
-        self._dtype = torch.float16 if half else torch.float32
-        config = model.config
+        self.numerics = numerics
         self.dim = int(config.vision_config.hidden_size)
         # As trained: every text padded (with </s>) or cut to the tokenizer's length, 64.
         self.text_length = min(int(tokenizer.model_max_length),
@@ -124,22 +130,43 @@ class SiglipEncoder(EmbeddingModel):
     def prepare(self, images: list[Image.Image]) -> Any:
         """Pixel values of upright RGB images: the checkpoint's own resize (bicubic, square,
         no crop), rescale and normalisation."""
-        return self._image_processor(images=images, return_tensors="pt")["pixel_values"]
+        return self._image_processor(images=images, return_tensors=self.tensors)["pixel_values"]
 
     def tokenize(self, texts: list[str]) -> Any:
         """Token ids, lower-cased, punctuation dropped, ``</s>`` appended, padded to
         ``text_length`` and truncated beyond it: a text gets the same ids alone or in any batch."""
         return self._tokenizer(texts, padding="max_length", max_length=self.text_length,
-                               truncation=True, return_tensors="pt")["input_ids"]
+                               truncation=True, return_tensors=self.tensors)["input_ids"]
 
     # -- encoding (the compute device) ----------------------------------------------------
 
+    @abstractmethod
+    def encode_tokens(self, input_ids: Any) -> np.ndarray:
+        """L2-normalised float32 vectors, one row per tokenized text."""
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        return self.encode_tokens(self.tokenize(texts))
+
+
+class TorchSiglipEncoder(SiglipEncoder):
+    """Both towers through transformers/torch: fp32 on a CPU, fp16 on CUDA."""
+
+    def __init__(self, model: Any, image_processor: Any, tokenizer: Any, model_id: str, half: bool):
+        import torch
+
+        super().__init__(model.config, image_processor, tokenizer, model_id,
+                         numerics="torch-fp16" if half else "torch-fp32")
+        self._torch = torch
+        self._model = model
+        self.device = next(model.parameters()).device
+        self._dtype = torch.float16 if half else torch.float32
+
     def image_features(self, pixel_values: Any) -> Any:
         pixel_values = pixel_values.to(self.device, dtype=self._dtype, non_blocking=True)
-        return _pooled(self._model.get_image_features(pixel_values=pixel_values))
+        return pooled(self._model.get_image_features(pixel_values=pixel_values))
 
     def text_features(self, input_ids: Any) -> Any:
-        return _pooled(self._model.get_text_features(input_ids=input_ids.to(self.device)))
+        return pooled(self._model.get_text_features(input_ids=input_ids.to(self.device)))
 
     def encode(self, prepared: Any) -> np.ndarray:
         with self._torch.inference_mode():
@@ -149,30 +176,21 @@ class SiglipEncoder(EmbeddingModel):
         with self._torch.inference_mode():
             return self._unit_rows(self.text_features(input_ids))
 
-    def encode_text(self, texts: list[str]) -> np.ndarray:
-        return self.encode_tokens(self.tokenize(texts))
-
     def _unit_rows(self, features: Any) -> np.ndarray:
         vectors = self._torch.nn.functional.normalize(features.float(), dim=-1)
         return vectors.cpu().numpy().astype(np.float32)
 
 
-def _pooled(output: Any) -> Any:
+def pooled(output: Any) -> Any:
     """transformers 5 returns a model output from get_*_features; 4.x the tensor itself."""
-    pooled = getattr(output, "pooler_output", None)
-    return output if pooled is None else pooled
+    pooled_output = getattr(output, "pooler_output", None)
+    return output if pooled_output is None else pooled_output
 
 
-@functools.lru_cache(maxsize=4)
-def load_siglip(name: str, device: str, half: bool) -> SiglipEncoder:
-    """Load once per process (the API and the pipeline share it); call
-    ``check_dependencies`` first."""
-    folder = locate_checkpoint(name)
-    from transformers import AutoModel, AutoProcessor
-
+def _loading(name: str, folder: Path, load):
+    """``load()``, its failures told as a missing package or an unusable checkpoint."""
     try:
-        processor = AutoProcessor.from_pretrained(folder)
-        model = AutoModel.from_pretrained(folder)
+        return load()
     except ImportError as exc:  # a backend transformers asks for beyond DEPENDENCIES
         raise MissingDependencyError(
             f"Loading '{name}' needs a Python package that is not installed: {exc} "
@@ -183,9 +201,60 @@ def load_siglip(name: str, device: str, half: bool) -> SiglipEncoder:
             f"Could not load embedding model '{name}' from {folder}: {type(exc).__name__}: {exc}. "
             + _how_to_point_at_a_copy(name)
         ) from exc
+
+
+def load_processor(folder: Path, name: str) -> Any:
+    from transformers import AutoProcessor
+
+    return _loading(name, folder, lambda: AutoProcessor.from_pretrained(folder))
+
+
+def load_torch_model(folder: Path, name: str) -> Any:
+    """The transformers model of the checkpoint in ``folder``, in eval mode, on the CPU."""
+    from transformers import AutoModel
+
+    model = _loading(name, folder, lambda: AutoModel.from_pretrained(folder))
     if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
         raise ModelUnavailableError(f"'{name}' is a {type(model).__name__}, not a SigLIP image-text model")
-    model.eval().to(device)
+    return model.eval()
+
+
+RUNTIMES = ("auto", "torch", "openvino")
+
+
+@functools.lru_cache(maxsize=4)
+def load_siglip(name: str, device: str, half: bool, runtime: str = "torch",
+                openvino_cache: str = "") -> SiglipEncoder:
+    """Load once per process (the API and the pipeline share it); call
+    ``check_dependencies`` first. ``runtime`` (one of RUNTIMES): ``auto`` is OpenVINO on a
+    CPU (torch, with a warning, where OpenVINO cannot run) and torch on any other device."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown SigLIP runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    if runtime == "openvino" and device != "cpu":
+        raise ValueError(f"the OpenVINO runtime runs SigLIP on the CPU, not on '{device}'")
+    folder = locate_checkpoint(name)
+    if device == "cpu" and runtime in ("auto", "openvino"):
+        cache = Path(openvino_cache).expanduser() if openvino_cache else None
+        try:
+            from .siglip_openvino import load_openvino_siglip
+
+            return load_openvino_siglip(folder, name, cache)
+        except (MissingDependencyError, ModelUnavailableError):
+            raise
+        except ImportError as exc:
+            if runtime == "openvino":
+                raise MissingDependencyError(
+                    f"The SigLIP runtime 'openvino' needs the Python package 'openvino' ({exc}). "
+                    "Install the project's dependencies with `make setup`.") from exc
+            log.warning(f"SigLIP runs through torch fp32 on the CPU: OpenVINO cannot be imported "
+                        f"({type(exc).__name__}: {exc})")
+        except Exception as exc:
+            if runtime == "openvino":
+                raise
+            log.warning(f"SigLIP runs through torch fp32 on the CPU: OpenVINO failed "
+                        f"({type(exc).__name__}: {exc})")
+    processor = load_processor(folder, name)
+    model = load_torch_model(folder, name).to(device)
     if half:
         model.half()
-    return SiglipEncoder(model, processor.image_processor, processor.tokenizer, name, half)
+    return TorchSiglipEncoder(model, processor.image_processor, processor.tokenizer, name, half)
