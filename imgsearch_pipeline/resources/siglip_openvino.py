@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,9 @@ def convert(checkpoint: Path, model_id: str, image_size: int, text_length: int, 
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # tracing notes shapes it treats as constants: batch stays dynamic, the rest is fixed
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             ir = ov.convert_model(image, example_input=torch.zeros(2, 3, image_size, image_size),
                                   input=[([-1, 3, image_size, image_size], ov.Type.f32)])
             ov.save_model(ir, partial / "image.xml", compress_to_fp16=False)
@@ -149,8 +152,10 @@ class OpenVinoSiglipEncoder(SiglipEncoder):
 
     def __init__(self, image: Any, text: Any, config: Any, processor: Any, model_id: str,
                  precision: str, folder: Path):
+        # What the plugin runs at (it may refuse the hint: bf16 on a CPU without it is f32).
+        effective = image.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         super().__init__(config, processor.image_processor, processor.tokenizer, model_id,
-                         numerics=f"openvino-{precision}")
+                         numerics=f"openvino-{effective}")
         self._image = image
         self._text = text
         self.precision = precision
