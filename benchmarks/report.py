@@ -153,7 +153,9 @@ def _embedding(e: dict) -> list[str]:
              "| get+decode ms/img | prepare ms/img | bare ms/img | CPU s/img pipeline / bare "
              "| CPU bare/pipeline |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name in ("color-texture", "siglip"):
+    for name in ("color-texture", "siglip", "siglip-openvino"):
+        if name not in e:  # results from before the OpenVINO runtime
+            continue
         r = e[name]
         lines.append(f"| {name} | {r['images']} | {r['batch_size']} | "
                      f"{r['pipeline_images_per_s']:.3g} | {r['bare_images_per_s']:.3g} | {r['bare_is']} | "
@@ -173,6 +175,21 @@ def _embedding(e: dict) -> list[str]:
         lines.append(f"With the load average above {LOADED_SHARE_OF_CORES} x the "
                      f"{s['cores']} cores, the wall figures measure the other jobs as much as "
                      "this code; the CPU seconds per image are the steadier comparison.")
+    if "siglip-openvino" in e:
+        lines += ["", "SigLIP on the CPU by runtime (same images, batch and loader; cosine of each "
+                  "image's vector to torch fp32's; text: median of 5 single queries after a warm-up):",
+                  "", "| runtime | bare img/s | pipeline img/s | pipeline/bare | lowest cosine to torch "
+                  "fp32 | text query ms | load s |", "|---|---|---|---|---|---|---|"]
+        for name in ("siglip", "siglip-openvino"):
+            r = e[name]
+            lines.append(f"| {r.get('numerics', 'torch-fp32')} | {r['bare_images_per_s']:.3g} | "
+                         f"{r['pipeline_images_per_s']:.3g} | {r['ratio']:.1%} | "
+                         f"{r.get('lowest_cosine_to_torch_fp32', 1.0):.6f} | "
+                         f"{r['text_query_ms']:.1f} | {r['load_s']:.1f} |")
+        torch_rate = e["siglip"]["bare_images_per_s"]
+        lines.append(f"\nOpenVINO: {e['siglip-openvino']['bare_images_per_s'] / torch_rate:.2f}x "
+                     "torch fp32's bare rate; its load time includes the one-time conversion when "
+                     "the IR cache had no copy.")
     lines += ["",
               f"Colour-texture: {e['color-texture']['note']}.", ""]
     return lines

@@ -166,3 +166,19 @@ def test_runtime_choices_are_checked(tiny_siglip, tmp_path):
     with pytest.raises(ValueError, match="on the CPU, not on 'cuda'"):
         SiglipEmbedder(model_name=str(tiny_siglip), device="cuda", runtime="openvino").load()
     assert isinstance(_load(tiny_siglip, tmp_path, runtime="torch"), TorchSiglipEncoder)
+
+
+def test_parts_record_the_numerics_of_their_vectors(tmp_path):
+    from imgsearch_pipeline.core.integrity import write_checked_table
+    from imgsearch_pipeline.core.vectors import read_vectors, vector_numerics, vectors_table
+
+    rng = np.random.default_rng(1)
+    written = {"openvino-f32": 3, "torch-fp16": 2}
+    for numerics, rows in written.items():
+        write_checked_table(vectors_table([f"{numerics}-{i}" for i in range(rows)], ["train"] * rows,
+                                          "m", rng.normal(size=(rows, 4)), numerics),
+                            tmp_path / f"part-{numerics}.parquet")
+    write_checked_table(vectors_table(["old"], ["test"], "m", rng.normal(size=(1, 4))),
+                        tmp_path / "part-old.parquet")
+    assert vector_numerics(tmp_path) == {**written, "unrecorded": 1}
+    assert len(read_vectors(tmp_path)[0]) == 6  # the metadata changes nothing a reader sees

@@ -22,7 +22,13 @@ from ..core.embedding import embed_in_batches
 from ..core.images import DEFAULT_MAX_PIXELS, load_rgb
 from ..core.integrity import write_checked_table
 from ..core.progress import Progress
-from ..core.vectors import embedded_uuids, set_aside_damaged_parts, stored_dim, vectors_table
+from ..core.vectors import (
+    embedded_uuids,
+    set_aside_damaged_parts,
+    stored_dim,
+    vector_numerics,
+    vectors_table,
+)
 from ..resources.embedders import Embedder, EmbeddingModel
 from ..resources.object_store import ObjectStore
 from ..resources.storage import PipelineHome
@@ -57,7 +63,7 @@ def embed_missing(
     def flush() -> None:
         if buffer_ids:
             part = vectors_table(buffer_ids, [split_of[u] for u in buffer_ids], model.model_id,
-                                 np.concatenate(buffer_vectors))
+                                 np.concatenate(buffer_vectors), model.numerics)
             write_checked_table(part, Path(folder) / f"part-{uuid.uuid4().hex}.parquet")
             buffer_ids.clear()
             buffer_vectors.clear()
@@ -114,7 +120,14 @@ def image_embeddings(
     failures: list[tuple[str, str]] = []
     if todo:
         model = embedder.load()
-        context.log.info(f"model loaded: dim {model.dim}, batch size {embedder.batch_size}")
+        context.log.info(f"model loaded: dim {model.dim}, batch size {embedder.batch_size}, "
+                         f"numerics {model.numerics}")
+        others = sorted(set(vector_numerics(folder)) - {model.numerics})
+        if others:
+            context.log.warning(
+                f"the stored vectors of {model_id} were computed with {', '.join(others)}; this "
+                f"run adds {model.numerics} to the same set (one checkpoint's runtimes agree to "
+                "cosine >= 0.9999, README's 'SigLIP on a CPU'); the metadata lists the rows of each")
         failures = embed_missing(todo, folder, split_of, key_of, model, object_store,
                                  embedder.batch_size, config, progress)
         context.log.info(progress.summary())
@@ -130,8 +143,10 @@ def image_embeddings(
                             "built without them and a re-run tries them again")
     dim = stored_dim(folder) or 0
     value = EmbeddingSet(folder, model_id, dim, len(present), train, len(present) - train)
+    numerics = vector_numerics(folder)
     return dg.Output(value, metadata={
         "model_id": model_id,
+        "numerics": ", ".join(f"{name}: {rows:,} rows" for name, rows in sorted(numerics.items())),
         "dim": dim,
         "total": len(present),
         "train": train,

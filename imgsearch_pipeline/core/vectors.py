@@ -13,15 +13,34 @@ from .integrity import check_parts
 from .tables import part_files
 
 
-def vectors_table(uuids: list[str], splits: list[str], model_id: str, vectors: np.ndarray):
+def vectors_table(uuids: list[str], splits: list[str], model_id: str, vectors: np.ndarray,
+                  numerics: str = ""):
+    """A part's table; ``numerics`` (the runtime and precision that computed the vectors,
+    e.g. ``openvino-f32``) goes in its schema metadata."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     flat = pa.array(vectors.reshape(-1), pa.float32())
-    return pa.table({
+    table = pa.table({
         "uuid": pa.array(uuids, pa.string()),
         "split": pa.array(splits, pa.string()),
         "model_id": pa.array([model_id] * len(uuids), pa.string()),
         "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
     })
+    return table.replace_schema_metadata({NUMERICS_KEY: numerics}) if numerics else table
+
+
+NUMERICS_KEY = "numerics"
+UNRECORDED = "unrecorded"
+
+
+def vector_numerics(folder: str | Path) -> dict[str, int]:
+    """Rows of the verified parts by the numerics that computed them (``unrecorded`` for
+    parts written before parts recorded it); read from the parquet footers only."""
+    rows: dict[str, int] = {}
+    for part in embedding_parts(folder)[0]:
+        meta = pq.read_metadata(part)
+        numerics = (meta.metadata or {}).get(NUMERICS_KEY.encode(), UNRECORDED.encode()).decode()
+        rows[numerics] = rows.get(numerics, 0) + meta.num_rows
+    return rows
 
 
 def embedding_parts(folder: str | Path) -> tuple[list[Path], dict[str, str]]:
