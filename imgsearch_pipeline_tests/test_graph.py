@@ -38,6 +38,11 @@ def test_whole_graph(embedder, sample_dataset, tiny_siglip, tmp_path):
     assert posts.duplicates > 0  # the dataset holds exact copies: they collapse
     assert posts.posts + posts.duplicates + posts.rejected == 300
     assert embeddings.count == posts.posts
+    # the parts record what computed their vectors: OpenVINO for SigLIP on this CPU
+    numerics = resources["embedder"].load().numerics
+    assert numerics.startswith("openvino-" if embedder == "siglip" else "numpy-")
+    metadata = result.asset_materializations_for_node("image_embeddings")[0].metadata
+    assert metadata["numerics"].value == f"{numerics}: {posts.posts:,} rows"
     assert report["queries"] == posts.test
     assert report["indexed"] == posts.train
     assert report["mean_recall"] == pytest.approx(_recomputed_recall(home, report["k"]))

@@ -104,6 +104,8 @@ def test_the_checkpoint_contents_key_the_cache(tiny_siglip, tmp_path):
     shutil.copytree(tiny_siglip, copy)
     digest = siglip_openvino.checkpoint_digest(tiny_siglip)
     assert siglip_openvino.checkpoint_digest(copy) == digest  # contents, not the path
+    folder = siglip_openvino.converted_folder(tmp_path / "cache", str(tiny_siglip), tiny_siglip)[0]
+    assert siglip_openvino.converted_folder(tmp_path / "cache", str(copy), copy)[0] == folder
     weights = copy / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1

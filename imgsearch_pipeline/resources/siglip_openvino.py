@@ -3,9 +3,9 @@ saved as OpenVINO IR in a cache folder keyed by the checkpoint and the runtime v
 compiled at bf16 inference precision where the CPU computes bf16 (avx512_bf16 or AMX),
 f32 otherwise.
 
-    <cache>/<model slug>-<key>/image.xml|.bin   vision tower + pooling head, batch dynamic
-    <cache>/<model slug>-<key>/text.xml|.bin    text tower + head, batch dynamic, 64 tokens
-    <cache>/<model slug>-<key>/manifest.json    what the key was made of
+    <cache>/siglip-<key>/image.xml|.bin   vision tower + pooling head, batch dynamic
+    <cache>/siglip-<key>/text.xml|.bin    text tower + head, batch dynamic, 64 tokens
+    <cache>/siglip-<key>/manifest.json    what the key was made of (and the model's name)
     <cache>/compiled/                           OpenVINO's own compiled-blob cache
 
 The key is a digest of the checkpoint's weights and config (their contents, not their
@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from ..core.layout import model_slug
 from ..core.similarity import l2_normalise
 from .siglip import SiglipEncoder, load_processor, load_torch_model, pooled
 
@@ -78,11 +77,11 @@ def runtime_versions() -> dict[str, str]:
 
 
 def converted_folder(cache: Path, model_id: str, checkpoint: Path) -> tuple[Path, dict]:
-    """Where the IR of ``checkpoint`` for these runtime versions lives, and its manifest."""
-    manifest = {"model": model_id, "checkpoint_sha256": checkpoint_digest(checkpoint),
-                **runtime_versions()}
-    key = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:20]
-    return cache / f"{model_slug(model_id)}-{key}", manifest
+    """Where the IR of ``checkpoint`` for these runtime versions lives, and its manifest:
+    the key is the checkpoint's contents and the versions, not where the checkpoint lies."""
+    keyed = {"checkpoint_sha256": checkpoint_digest(checkpoint), **runtime_versions()}
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:20]
+    return cache / f"siglip-{key}", {"model": model_id, **keyed}
 
 
 def _towers(model: Any) -> tuple[Any, Any]:
