@@ -1,6 +1,8 @@
 """Shared fixtures: generated datasets, a tiny SigLIP, and an isolated pipeline home."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Converted OpenVINO models go to the default cache ($XDG_CACHE_HOME): a folder of this run,
+# not the user's ~/.cache (subprocesses the tests start inherit it).
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="imgsearch-test-cache-")
 
 from imgsearch_pipeline.sample_data import write_dataset  # noqa: E402
 
@@ -41,3 +46,7 @@ def pipeline_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "var"
     monkeypatch.setenv("IMGSEARCH_HOME", str(home))
     return home
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
