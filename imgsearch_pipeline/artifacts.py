@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from .core.tables import read_schema, read_table
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class PostsTable:
     rejected: int
 
     def read(self, columns: list[str]) -> pa.Table:
-        return pq.read_table(self.path, columns=columns)
+        return read_table(self.path, columns=columns)
 
     def uuids(self, split: str) -> set[str]:
         table = self.read(["uuid", "split"])
@@ -42,7 +43,7 @@ class PostsTable:
 
     def display_fields(self) -> dict[str, dict]:
         """uuid -> {caption, split, shard} for documents in an index."""
-        names = pq.read_schema(self.path).names
+        names = read_schema(self.path).names
         columns = [c for c in ("uuid", "caption", "split", "shard") if c in names]
         return {row["uuid"]: row for row in self.read(columns).to_pylist()}
 

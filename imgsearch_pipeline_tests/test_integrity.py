@@ -88,14 +88,14 @@ def test_damaged_parts_are_never_read_and_are_set_aside(tmp_path):
     bad, _ = _part(tmp_path, ["c", "d"], seed=2)
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # truncated
     parts, damaged = embedding_parts(tmp_path)
-    assert parts == [good]
+    assert parts == [str(good)]
     assert list(damaged) == ["part-2.parquet"] and "size" in damaged["part-2.parquet"]
     ids, matrix = read_vectors(tmp_path)
     assert ids == ["a", "b"] and np.array_equal(matrix, vectors)
     assert embedded_uuids(tmp_path) == {"a", "b"}  # c, d count as not embedded: re-embedded
     assert set_aside_damaged_parts(tmp_path) == damaged
     assert (bad.parent / (bad.name + ".damaged")).is_file() and not bad.exists()
-    assert embedding_parts(tmp_path) == ([good], {})
+    assert embedding_parts(tmp_path) == ([str(good)], {})
 
 
 def test_a_part_without_a_manifest_is_not_trusted(tmp_path):

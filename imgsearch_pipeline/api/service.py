@@ -7,21 +7,19 @@ written or added to the index.
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from ..core.images import load_rgb
 from ..core.integrity import IntegrityError
-from ..core.layout import is_uri
+from ..core.layout import model_slug
 from ..core.similarity import cosine
-from ..core.vectors import embedding_parts, read_vectors
+from ..core.tables import is_file, read_schema, read_table
+from ..core.vectors import embedding_parts, mapped_vectors, parts_fingerprint
 from ..resources.embedders import EmbeddingModel, ModelUnavailableError
 from ..resources.environment import ConfigurationError
 from ..resources.object_store import ObjectStore
@@ -87,7 +85,8 @@ class Post:
 
 @dataclass(frozen=True)
 class StoredVectors:
-    """The embeddings table of one model: a matrix and a uuid -> row map."""
+    """The embeddings table of one model: a matrix (a read-only memory map of a local cache
+    file, not a copy in the heap) and a uuid -> row map."""
 
     matrix: np.ndarray
     row: dict[str, int]
@@ -241,12 +240,14 @@ class SearchService:
 
 def _read_posts(path: str, shown: str) -> dict[str, Post]:
     """``shown`` names the table for clients (its place under IMGSEARCH_HOME)."""
-    if not Path(path).is_file():
+    with loading(f"reading {shown}"):
+        found = is_file(path)
+    if not found:
         raise ServiceUnavailable(f"no posts table ({shown}): run the pipeline first (make demo)")
     with loading(f"reading {shown}"):
-        names = pq.read_schema(path).names
+        names = read_schema(path).names
         columns = ["uuid", "key", "content_type"] + (["caption"] if "caption" in names else [])
-        table = pq.read_table(path, columns=columns).to_pydict()
+        table = read_table(path, columns=columns).to_pydict()
     captions = table.get("caption") or [None] * len(table["uuid"])
     return {
         uuid: Post(key, content_type, caption)
@@ -255,13 +256,17 @@ def _read_posts(path: str, shown: str) -> dict[str, Post]:
     }
 
 
-def _read_vectors(folder: str, shown: str, model: EmbeddingModel) -> tuple[StoredVectors, tuple[str, ...]]:
-    """The model's stored vectors from the parts whose checksums match; the damaged parts
-    are left out and named in the notes."""
+def _read_vectors(folder: str, shown: str, model: EmbeddingModel, version: str, cache: str
+                  ) -> tuple[StoredVectors, tuple[str, ...]]:
+    """The model's stored vectors from the parts whose checksums match, memory-mapped from a
+    local cache file named by the version and the parts' checksums (rebuilt when they change;
+    indexed vectors only, never a query's); the damaged parts are left out and named in the
+    notes."""
     where = shown
     with loading(f"reading {where}"):
         parts, damaged = embedding_parts(folder)
-        ids, matrix = read_vectors(folder, parts=parts)
+        name = f"{model_slug(model.model_id)}-{parts_fingerprint(parts, version, model.model_id)}"
+        ids, matrix = mapped_vectors(parts, cache, name)
     notes = tuple(f"embeddings part {where}/{name} left out: {reason}"
                   for name, reason in sorted(damaged.items()))
     for note in notes:
@@ -278,7 +283,7 @@ def _read_vectors(folder: str, shown: str, model: EmbeddingModel) -> tuple[Store
     if matrix.shape[1] != model.dim:
         raise ServiceUnavailable(f"stored vectors have dim {matrix.shape[1]}, model "
                                  f"'{model.model_id}' gives {model.dim}")
-    return StoredVectors(np.ascontiguousarray(matrix), {u: i for i, u in enumerate(ids)}), notes
+    return StoredVectors(matrix, {u: i for i, u in enumerate(ids)}), notes
 
 
 def load_service(environ: Mapping[str, str] | None = None,
@@ -299,11 +304,11 @@ def load_service(environ: Mapping[str, str] | None = None,
     layout = resources["home"].layout
 
     def shown(location: str) -> str:  # a place under IMGSEARCH_HOME, never a server path
-        return os.path.relpath(location, layout.root) if not is_uri(location) else location
+        return location.removeprefix(layout.root).lstrip("/")
 
     posts = _read_posts(layout.posts, shown(layout.posts))
     folder = layout.embeddings(model.model_id)
-    vectors, notes = _read_vectors(folder, shown(folder), model)
+    vectors, notes = _read_vectors(folder, shown(folder), model, version, settings.vector_cache)
     with loading(f"loading index version {version}"):
         documents = index.count(version)  # verifies the version's checksums first
         depth = index.search_depth(version)

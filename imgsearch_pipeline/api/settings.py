@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -33,6 +34,8 @@ class ApiSettings(BaseModel):
     IMGSEARCH_API_PUBLIC            "true": serve without keys in the production profile
     IMGSEARCH_API_PUBLIC_URL        base of the links in answers (default: relative links)
     IMGSEARCH_API_CORS_ORIGINS      comma-separated origins allowed to call the API from a browser
+    IMGSEARCH_API_VECTOR_CACHE      local folder of the memory-mapped copy of the stored vectors
+                                    (default: imgsearch-vectors in the system's temporary folder)
     """
 
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)
@@ -49,6 +52,8 @@ class ApiSettings(BaseModel):
     cors_origins: tuple[str, ...] = ()
     link_ttl_s: int = Field(3600, gt=0)
     max_candidates: int = 1000
+    vector_cache: str = Field(default_factory=lambda: os.path.join(tempfile.gettempdir(),
+                                                                   "imgsearch-vectors"))
 
     @field_validator("public_url")
     @classmethod
@@ -76,7 +81,8 @@ class ApiSettings(BaseModel):
                  "decode_side": "IMGSEARCH_API_DECODE_SIDE",
                  "live_check_s": "IMGSEARCH_API_LIVE_CHECK_S",
                  "retry_max_s": "IMGSEARCH_API_RETRY_MAX_S",
-                 "public_url": "IMGSEARCH_API_PUBLIC_URL"}
+                 "public_url": "IMGSEARCH_API_PUBLIC_URL",
+                 "vector_cache": "IMGSEARCH_API_VECTOR_CACHE"}
         values: dict = {field: env[name] for field, name in names.items() if name in env}
         keys = [k.strip() for k in env.get("IMGSEARCH_API_KEYS", "").split(",") if k.strip()]
         values["key_digests"] = tuple(key_digest(k) for k in keys)

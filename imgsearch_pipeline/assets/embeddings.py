@@ -11,7 +11,6 @@ run that reaches it waits until the first is done, then finds everything embedde
 
 import os
 import uuid
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -22,6 +21,7 @@ from ..core.embedding import embed_in_batches
 from ..core.images import DEFAULT_MAX_PIXELS, load_rgb
 from ..core.integrity import write_checked_table
 from ..core.progress import Progress
+from ..core.tables import join
 from ..core.vectors import (
     embedded_uuids,
     set_aside_damaged_parts,
@@ -64,7 +64,7 @@ def embed_missing(
         if buffer_ids:
             part = vectors_table(buffer_ids, [split_of[u] for u in buffer_ids], model.model_id,
                                  np.concatenate(buffer_vectors), model.numerics)
-            write_checked_table(part, Path(folder) / f"part-{uuid.uuid4().hex}.parquet")
+            write_checked_table(part, join(folder, f"part-{uuid.uuid4().hex}.parquet"))
             buffer_ids.clear()
             buffer_vectors.clear()
 

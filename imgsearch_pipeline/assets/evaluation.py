@@ -5,7 +5,6 @@ import json
 import dagster as dg
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from ..artifacts import EmbeddingSet, GroundTruth, IndexBuild, PostsTable
@@ -15,7 +14,7 @@ from ..core.evaluation import evaluate_queries, summarise, time_exact
 from ..core.knn import DEFAULT_BUFFER_BYTES, exact_knn
 from ..core.progress import Progress
 from ..core.report import depth_figure_png, latency_figure_png, png_markdown, report_markdown
-from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
+from ..core.tables import atomic_path, read_table, write_table_atomic, write_text_atomic
 from ..core.vectors import read_vectors
 from ..resources.storage import PipelineHome
 from ..resources.vector_index import VectorIndex
@@ -126,7 +125,7 @@ def recall_report(
     """
     if problem := k_error(config.k, ground_truth.k):  # the stored truth may be older
         raise dg.Failure(problem)
-    truth = pq.read_table(ground_truth.path).to_pydict()
+    truth = read_table(ground_truth.path).to_pydict()
     query_ids = truth["query"][: config.max_queries]
     expected = [n[: config.k] for n in truth["neighbours"][: config.max_queries]]
     found_ids, queries = read_vectors(image_embeddings.folder, set(query_ids))

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from ..artifacts import PostsTable, ShardInventory
@@ -14,7 +13,7 @@ from ..core.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 from ..core.posts import posts_table, reason_counts, rejects_table, scan_batch
 from ..core.progress import Progress
 from ..core.shards import ShardError, iter_batches
-from ..core.tables import write_table_atomic
+from ..core.tables import read_table, write_table_atomic
 from ..resources.storage import PipelineHome, PostsDataset
 from ..run_config import check_in_first_step
 
@@ -163,7 +162,7 @@ REJECT_SCHEMA = dg.TableSchema(columns=[
 def rejected_posts(context: dg.AssetExecutionContext, posts: PostsTable) -> dg.MaterializeResult:
     """The quarantine: every row of the dataset that did not become a post, with its shard,
     row number and reason. Rows are never dropped silently; fix or remove them at the source."""
-    table = pq.read_table(posts.rejects_path)
+    table = read_table(posts.rejects_path)
     records = table.slice(0, PREVIEW_ROWS).to_pylist()
     reasons = reason_counts(table.select(["reason"]).to_pylist())
     context.log.info(f"{table.num_rows:,} rejected rows in {posts.rejects_path}")

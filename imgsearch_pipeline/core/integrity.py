@@ -11,13 +11,22 @@ Errors name the file by its name inside the folder and say why, never a server p
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .tables import atomic_path, write_text_atomic
+from .tables import (
+    Location,
+    atomic_path,
+    base_name,
+    file_size,
+    join,
+    open_input,
+    read_text,
+    write_text_atomic,
+)
 
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
@@ -32,31 +41,30 @@ class IntegrityError(ValueError):
         self.reason = reason
 
 
-def file_sha256(path: str | Path) -> str:
+def file_sha256(location: Location) -> str:
+    """The SHA-256 of a file's bytes, local or on the object store (read in chunks)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_input(location) as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _entry(path: Path) -> dict:
-    return {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+def _entry(location: Location) -> dict:
+    return {"sha256": file_sha256(location), "bytes": file_size(location)}
 
 
-def write_manifest(folder: str | Path, names: Iterable[str], manifest: str = MANIFEST) -> Path:
+def write_manifest(folder: Location, names: Iterable[str], manifest: str = MANIFEST) -> Location:
     """Checksum ``names`` (files in ``folder``) into ``folder/manifest`` atomically."""
-    folder = Path(folder)
-    files = {name: _entry(folder / name) for name in sorted(names)}
+    files = {name: _entry(join(folder, name)) for name in sorted(names)}
     return write_text_atomic(json.dumps({"algorithm": "sha256", "files": files}, indent=1),
-                             folder / manifest)
+                             join(folder, manifest))
 
 
-def verify_manifest(folder: str | Path, manifest: str = MANIFEST) -> dict[str, dict]:
+def verify_manifest(folder: Location, manifest: str = MANIFEST) -> dict[str, dict]:
     """Check every file the manifest lists; IntegrityError naming the first bad one."""
-    folder = Path(folder)
     try:
-        listed = json.loads((folder / manifest).read_text())["files"]
+        listed = json.loads(read_text(join(folder, manifest)))["files"]
         if not isinstance(listed, dict) or not listed:
             raise ValueError
     except FileNotFoundError:
@@ -65,12 +73,12 @@ def verify_manifest(folder: str | Path, manifest: str = MANIFEST) -> dict[str, d
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise IntegrityError(manifest, "unreadable") from None
     for name, expected in listed.items():
-        path = folder / name
         if "/" in name or "\\" in name or name.startswith(".") or not isinstance(expected, dict):
             raise IntegrityError(manifest, "lists an invalid entry")
-        if not path.is_file():
+        path = join(folder, name)
+        size = file_size(path)
+        if size is None:
             raise IntegrityError(name, "missing")
-        size = path.stat().st_size
         if size != expected.get("bytes"):
             raise IntegrityError(name, f"size {size:,} bytes, manifest says {expected.get('bytes')}")
         if file_sha256(path) != expected.get("sha256"):
@@ -78,39 +86,42 @@ def verify_manifest(folder: str | Path, manifest: str = MANIFEST) -> dict[str, d
     return listed
 
 
-def part_manifest(part: str | Path) -> str:
+def part_manifest(part: Location) -> str:
     """The manifest name of one part file: ``part-X.parquet.manifest.json``."""
-    return f"{Path(part).name}.{MANIFEST}"
+    return f"{base_name(part)}.{MANIFEST}"
 
 
-def write_checked_table(table: pa.Table, path: str | Path) -> Path:
+def _parent(location: Location) -> str:
+    return os.fspath(location).rstrip("/").rsplit("/", 1)[0]
+
+
+def write_checked_table(table: pa.Table, location: Location) -> Location:
     """Write a parquet part atomically with its own manifest.
 
-    The manifest goes in before the part is renamed into place: a crash in between leaves an
-    orphan manifest (harmless), never a part without one."""
-    path = Path(path)
-    with atomic_path(path) as temporary:
+    The manifest goes in before the part is put in place (renamed, or uploaded): a crash in
+    between leaves an orphan manifest (harmless), never a part without one."""
+    with atomic_path(location) as temporary:
         pq.write_table(table, temporary)
         entry = _entry(temporary)
-        write_text_atomic(json.dumps({"algorithm": "sha256", "files": {path.name: entry}}),
-                          path.parent / part_manifest(path))
-    return path
+        write_text_atomic(json.dumps({"algorithm": "sha256", "files": {base_name(location): entry}}),
+                          join(_parent(location), part_manifest(location)))
+    return location
 
 
-def verify_part(part: str | Path) -> None:
-    part = Path(part)
-    verify_manifest(part.parent, part_manifest(part))
+def verify_part(part: Location) -> dict[str, dict]:
+    """The part's manifest entry, once its bytes are checked against it."""
+    return verify_manifest(_parent(part), part_manifest(part))
 
 
-def check_parts(parts: Iterable[Path], root: Path) -> tuple[list[Path], dict[str, str]]:
-    """Split parts into verified ones and damaged ones (path under ``root`` -> reason)."""
-    good: list[Path] = []
+def check_parts(parts: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    """Split parts into verified ones and damaged ones (file name -> reason)."""
+    good: list[str] = []
     damaged: dict[str, str] = {}
     for part in parts:
         try:
             verify_part(part)
         except IntegrityError as error:
-            damaged[part.relative_to(root).as_posix()] = error.reason
+            damaged[base_name(part)] = error.reason
         else:
             good.append(part)
     return good, damaged

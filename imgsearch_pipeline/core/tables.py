@@ -1,19 +1,59 @@
-"""Files written atomically: a crash never leaves a half-written file that a run trusts."""
+"""The pipeline's files, in a local folder or under an ``s3://`` URI (the production
+profile's shared home), read and written through pyarrow filesystems: one code path for both.
+
+Writes are atomic: a crash never leaves a half-written file that a run trusts. The file is
+written whole to a local temporary first; locally it is then renamed over the target, on an
+object store it is uploaded (an object appears whole or not at all, so no rename is needed).
+"""
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from .layout import is_uri
+from .shards import open_location
+
+Location = str | os.PathLike
+
+
+def _fs(location: Location) -> tuple[pafs.FileSystem, str]:
+    return open_location(os.fspath(location))
+
+
+def join(folder: Location, name: str) -> str:
+    """``folder/name`` for a local folder or a URI (the layout's own way of joining)."""
+    return f"{os.fspath(folder).rstrip('/')}/{name}"
+
+
+def base_name(location: Location) -> str:
+    return os.fspath(location).rstrip("/").rsplit("/", 1)[-1]
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``."""
-    path = Path(path)
+def atomic_path(location: Location) -> Iterator[Path]:
+    """Yield a local temporary path; once the block succeeds it replaces ``location`` whole
+    (a rename beside a local target, one upload to an object store)."""
+    location = os.fspath(location)
+    if is_uri(location):
+        folder = tempfile.mkdtemp(prefix="imgsearch-")
+        temporary = Path(folder, base_name(location))
+        try:
+            yield temporary
+            filesystem, path = _fs(location)
+            with open(temporary, "rb") as source, filesystem.open_output_stream(path) as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -25,19 +65,74 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
-def write_table_atomic(table: pa.Table, path: str | Path) -> Path:
-    with atomic_path(path) as temporary:
+def write_table_atomic(table: pa.Table, location: Location) -> Location:
+    with atomic_path(location) as temporary:
         pq.write_table(table, temporary)
-    return Path(path)
+    return location
 
 
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    with atomic_path(path) as temporary:
+def write_text_atomic(text: str, location: Location) -> Location:
+    with atomic_path(location) as temporary:
         temporary.write_text(text)
-    return Path(path)
+    return location
 
 
-def part_files(folder: str | Path) -> list[Path]:
-    """The ``part-*.parquet`` files of a folder, in name order."""
-    return sorted(Path(folder).glob("part-*.parquet"))
+def read_table(location: Location, columns: list[str] | None = None) -> pa.Table:
+    filesystem, path = _fs(location)
+    return pq.read_table(path, columns=columns, filesystem=filesystem)
 
+
+def read_schema(location: Location) -> pa.Schema:
+    filesystem, path = _fs(location)
+    with filesystem.open_input_file(path) as handle:
+        return pq.read_schema(handle)
+
+
+def parquet_metadata(location: Location) -> pq.FileMetaData:
+    """A parquet file's footer: row count and key-value metadata, without reading rows."""
+    filesystem, path = _fs(location)
+    with filesystem.open_input_file(path) as handle:
+        return pq.ParquetFile(handle).metadata
+
+
+def read_text(location: Location) -> str:
+    """FileNotFoundError when there is no such file."""
+    filesystem, path = _fs(location)
+    with filesystem.open_input_stream(path) as handle:
+        return handle.read().decode()
+
+
+@contextmanager
+def open_input(location: Location) -> Iterator:
+    filesystem, path = _fs(location)
+    with filesystem.open_input_stream(path) as handle:
+        yield handle
+
+
+def file_size(location: Location) -> int | None:
+    """The size in bytes of a file; None when there is no file there."""
+    filesystem, path = _fs(location)
+    info = filesystem.get_file_info(path)
+    return info.size if info.type == pafs.FileType.File else None
+
+
+def is_file(location: Location) -> bool:
+    return file_size(location) is not None
+
+
+def move(source: Location, target: Location) -> None:
+    """Rename a file (copy and delete on an object store)."""
+    filesystem, path = _fs(source)
+    filesystem.move(path, _fs(target)[1])
+
+
+def part_files(folder: Location) -> list[str]:
+    """The ``part-*.parquet`` files of a folder (one listing), in name order, as locations
+    of the same kind as ``folder``."""
+    filesystem, path = _fs(folder)
+    if filesystem.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    names = sorted(info.base_name for info in filesystem.get_file_info(pafs.FileSelector(path))
+                   if info.type == pafs.FileType.File and info.base_name.startswith("part-")
+                   and info.base_name.endswith(".parquet"))
+    return [join(folder, name) for name in names]

@@ -2,15 +2,29 @@
 vector), ``part-<hex>.parquet``, each written atomically (the resume unit) with its own
 checksum manifest: a part that does not match it is never read."""
 
+import hashlib
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .integrity import check_parts
-from .tables import part_files
+from .integrity import check_parts, part_manifest
+from .tables import (
+    Location,
+    atomic_path,
+    base_name,
+    join,
+    move,
+    parquet_metadata,
+    part_files,
+    read_schema,
+    read_table,
+    read_text,
+    write_text_atomic,
+)
 
 
 def vectors_table(uuids: list[str], splits: list[str], model_id: str, vectors: np.ndarray,
@@ -32,43 +46,42 @@ NUMERICS_KEY = "numerics"
 UNRECORDED = "unrecorded"
 
 
-def vector_numerics(folder: str | Path) -> dict[str, int]:
+def vector_numerics(folder: Location) -> dict[str, int]:
     """Rows of the verified parts by the numerics that computed them (``unrecorded`` for
     parts written before parts recorded it); read from the parquet footers only."""
     rows: dict[str, int] = {}
     for part in embedding_parts(folder)[0]:
-        meta = pq.read_metadata(part)
+        meta = parquet_metadata(part)
         numerics = (meta.metadata or {}).get(NUMERICS_KEY.encode(), UNRECORDED.encode()).decode()
         rows[numerics] = rows.get(numerics, 0) + meta.num_rows
     return rows
 
 
-def embedding_parts(folder: str | Path) -> tuple[list[Path], dict[str, str]]:
+def embedding_parts(folder: Location) -> tuple[list[str], dict[str, str]]:
     """The parts whose checksums match, and the damaged ones (name -> reason)."""
-    return check_parts(part_files(folder), Path(folder))
+    return check_parts(part_files(folder))
 
 
-def set_aside_damaged_parts(folder: str | Path) -> dict[str, str]:
+def set_aside_damaged_parts(folder: Location) -> dict[str, str]:
     """Rename damaged parts to ``*.damaged`` (kept for inspection, never read again), so
     that their rows are embedded anew; returns what was set aside and why."""
-    folder = Path(folder)
     damaged = embedding_parts(folder)[1]
     for name in damaged:
-        part = folder / name
-        part.rename(part.with_name(part.name + ".damaged"))
+        part = join(folder, name)
+        move(part, part + ".damaged")
     return damaged
 
 
-def stored_dim(folder: str | Path) -> int | None:
+def stored_dim(folder: Location) -> int | None:
     """The vector size of the stored parts (from a parquet schema), None if there are none."""
     part = next(iter(embedding_parts(folder)[0]), None)
-    return None if part is None else pq.read_schema(part).field("vector").type.list_size
+    return None if part is None else read_schema(part).field("vector").type.list_size
 
 
-def embedded_uuids(folder: str | Path) -> set[str]:
+def embedded_uuids(folder: Location) -> set[str]:
     """The uuids of the verified parts (a damaged part's rows count as not embedded)."""
     return {u for part in embedding_parts(folder)[0]
-            for u in pq.read_table(part, columns=["uuid"]).column("uuid").to_pylist()}
+            for u in read_table(part, columns=["uuid"]).column("uuid").to_pylist()}
 
 
 def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -82,13 +95,13 @@ def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def iter_vectors(
-    folder: str | Path, only: set[str] | None = None, parts: list[Path] | None = None
+    folder: Location, only: set[str] | None = None, parts: list[str] | None = None
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     """(uuids, matrix) part by part, each uuid once, optionally only the uuids in ``only``;
     only the parts whose checksums match (or the already verified ``parts``)."""
     seen: set[str] = set()
     for part in embedding_parts(folder)[0] if parts is None else parts:
-        table = pq.read_table(part, columns=["uuid", "vector"])
+        table = read_table(part, columns=["uuid", "vector"])
         uuids = table.column("uuid").to_pylist()
         keep = [i for i, u in enumerate(uuids)
                 if u not in seen and (only is None or u in only)]
@@ -100,7 +113,7 @@ def iter_vectors(
 
 
 def read_vectors(
-    folder: str | Path, only: set[str] | None = None, parts: list[Path] | None = None
+    folder: Location, only: set[str] | None = None, parts: list[str] | None = None
 ) -> tuple[list[str], np.ndarray]:
     """(uuids, matrix) of the verified parts, optionally only the uuids in ``only``.
 
@@ -111,8 +124,8 @@ def read_vectors(
     parts = embedding_parts(folder)[0] if parts is None else parts
     if not parts:
         return [], np.zeros((0, 0), dtype=np.float32)
-    rows = sum(pq.ParquetFile(part).metadata.num_rows for part in parts)
-    dim = pq.read_schema(parts[0]).field("vector").type.list_size
+    rows = sum(parquet_metadata(part).num_rows for part in parts)
+    dim = read_schema(parts[0]).field("vector").type.list_size
     matrix = np.empty((rows, dim), dtype=np.float32)
     ids: list[str] = []
     for uuids, block in iter_vectors(folder, only, parts):
@@ -121,3 +134,53 @@ def read_vectors(
     if not ids:
         return [], np.zeros((0, 0), dtype=np.float32)
     return ids, matrix[: len(ids)]
+
+
+def parts_fingerprint(parts: list[str], *labels: str) -> str:
+    """A digest of verified parts' manifests (their names, sizes and SHA-256s) and ``labels``
+    (the index version, the model id): it changes whenever any stored vector could have."""
+    digest = hashlib.sha256(json.dumps(labels).encode())
+    for part in parts:
+        manifest = join(part.rstrip("/").rsplit("/", 1)[0], part_manifest(part))
+        digest.update(base_name(part).encode() + b"\0" + read_text(manifest).encode() + b"\0")
+    return digest.hexdigest()[:32]
+
+
+def mapped_vectors(parts: list[str], cache: str | os.PathLike, name: str
+                   ) -> tuple[list[str], np.ndarray]:
+    """The vectors of the verified ``parts`` (each uuid once) as a read-only memory map.
+
+    The first call writes them part by part to ``<cache>/<name>.f32`` (raw float32 rows) and
+    ``<name>.json`` (uuids, dim), both atomically, the json last; later calls, from any
+    process, map that file: the rows stay on disk and in the page cache, shared, not in each
+    process's heap. ``name`` should carry ``parts_fingerprint`` so that changed parts get a
+    new file; other files of the same name prefix (before its last ``-``) are removed."""
+    folder = Path(cache)
+    data, meta = folder / f"{name}.f32", folder / f"{name}.json"
+    if not _cache_complete(data, meta):
+        folder.mkdir(parents=True, exist_ok=True)
+        ids: list[str] = []
+        dim = 0
+        with atomic_path(data) as temporary, open(temporary, "wb") as handle:
+            for uuids, matrix in iter_vectors("", parts=parts):
+                ids += uuids
+                dim = matrix.shape[1]
+                handle.write(np.ascontiguousarray(matrix, dtype="<f4").tobytes())
+        write_text_atomic(json.dumps({"dim": dim, "uuids": ids}), meta)
+        prefix = name.rsplit("-", 1)[0] + "-"
+        for old in folder.glob(f"{prefix}*"):
+            if old.name not in (data.name, meta.name) and not old.name.startswith("."):
+                old.unlink(missing_ok=True)
+    info = json.loads(meta.read_text())
+    ids, dim = info["uuids"], info["dim"]
+    if not ids:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    return ids, np.memmap(data, dtype="<f4", mode="r", shape=(len(ids), dim))
+
+
+def _cache_complete(data: Path, meta: Path) -> bool:
+    try:
+        info = json.loads(meta.read_text())
+        return data.stat().st_size == len(info["uuids"]) * info["dim"] * 4
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

@@ -4,7 +4,9 @@ IMGSEARCH_PROFILE   embedded (default: local folder + faiss HNSW) | production (
 IMGSEARCH_EMBEDDER  siglip (default) | color-texture (weight-free, for demos and CI)
 IMGSEARCH_MODEL     SigLIP model name or local folder (default google/siglip-base-patch16-512)
 IMGSEARCH_DATASET   folder or s3:// URI of the parquet shards (default data/sample)
-IMGSEARCH_HOME      folder for the pipeline's own files (default var, made absolute)
+IMGSEARCH_HOME      where the pipeline keeps its own files: a folder (default var, made
+                    absolute) or an s3:// URI; the production profile's default is the
+                    object store's s3://<bucket>/<prefix>, which every container sees
 """
 
 import os
@@ -15,7 +17,7 @@ from ..core.layout import Layout
 from .embedders import DEFAULT_SIGLIP, ColorTextureEmbedder, Embedder, SiglipEmbedder
 from .environment import ConfigurationError
 from .object_store import LocalObjectStore
-from .storage import PipelineHome, PostsDataset
+from .storage import PipelineHome, PostsDataset, values_io_manager
 from .vector_index import FaissHnswIndex
 
 PROFILES = ("embedded", "production")
@@ -47,22 +49,25 @@ def resources_for(environ: dict[str, str] | None = None) -> dict[str, object]:
     env = os.environ if environ is None else environ
     profile = _choice(env, "IMGSEARCH_PROFILE", "embedded", PROFILES)
     embedder = _choice(env, "IMGSEARCH_EMBEDDER", "siglip", EMBEDDERS)
-    home = env.get("IMGSEARCH_HOME", "var")
     dataset = env.get("IMGSEARCH_DATASET", "data/sample")
-    if not home.strip() or not dataset.strip():
+    if "IMGSEARCH_HOME" in env and not env["IMGSEARCH_HOME"].strip() or not dataset.strip():
         raise ConfigurationError("IMGSEARCH_HOME and IMGSEARCH_DATASET must not be empty")
-    layout = Layout.at(home)  # absolute: values read the same from any working directory
     common = {
         "dataset": PostsDataset(location=dataset),
-        "home": PipelineHome(root=layout.root),
         "embedder": make_embedder(embedder, env.get("IMGSEARCH_MODEL", DEFAULT_SIGLIP)),
-        # Small values handed between assets (locations, counts, the report).
-        "io_manager": dg.FilesystemIOManager(base_dir=layout.values),
     }
     if profile == "embedded":
-        return {**common,
+        layout = Layout.at(env.get("IMGSEARCH_HOME", "var"))  # absolute: values read the same
+        return {**common,                                     # from any working directory
+                "home": PipelineHome(root=layout.root),
+                # Small values handed between assets (locations, counts, the report).
+                "io_manager": dg.FilesystemIOManager(base_dir=layout.values),
                 "object_store": LocalObjectStore(root=layout.objects),
                 "vector_index": FaissHnswIndex(root=layout.index)}
     from .production import production_backends  # only production needs its clients
 
-    return {**common, **production_backends(env)}
+    backends = production_backends(env)
+    # Tables and values where every container and machine sees them: the bucket.
+    layout = Layout.at(env.get("IMGSEARCH_HOME") or backends["object_store"].uri)
+    return {**common, **backends, "home": PipelineHome(root=layout.root),
+            "io_manager": values_io_manager(layout.values, backends["object_store"])}

@@ -168,6 +168,11 @@ class S3ObjectStore(ObjectStore):
             "get_object", Params={"Bucket": self.bucket, "Key": self._full(key)},
             ExpiresIn=self.url_expiry_s)
 
+    @property
+    def uri(self) -> str:
+        """``s3://<bucket>/<prefix>``: where the production profile's home defaults to."""
+        return "/".join(["s3:/", self.bucket, *([self.prefix.strip("/")] if self.prefix.strip("/") else [])])
+
     def ensure_bucket(self) -> bool:
         """Create the bucket unless it exists; True when it was created."""
         client = self.client()
