@@ -109,7 +109,8 @@ def test_tables_and_values_live_in_the_bucket_and_the_api_reads_them(production,
     monkeypatch.setattr(service_module, "resources_for", lambda environ=None: resources())
     service = load_service(env)
     assert isinstance(service.vectors.matrix, np.memmap)
-    assert Path(service.vectors.matrix.filename).parent == Path(env["IMGSEARCH_API_VECTOR_CACHE"])
+    assert Path(service.vectors.matrix.filename).parent.parent == Path(
+        env["IMGSEARCH_API_VECTOR_CACHE"])
     reference = {}
     for key in tables:
         if key.startswith("prod/tables/embeddings/") and key.endswith(".parquet"):
@@ -174,18 +175,18 @@ def test_the_vector_cache_follows_the_parts(tmp_path):
                         folder / "part-1.parquet")
     cache = tmp_path / "cache"
     parts = embedding_parts(folder)[0]
-    name = f"m-{parts_fingerprint(parts, 'v1', 'm')}"
+    name = parts_fingerprint(parts, "v1", "m")
     ids, matrix = mapped_vectors(parts, cache, name)
     assert ids == list("abcde") and isinstance(matrix, np.memmap) and not matrix.flags.writeable
     assert np.array_equal(matrix, first)
     assert json.loads((cache / f"{name}.json").read_text())["dim"] == 3
-    assert parts_fingerprint(parts, "v2", "m") != name.split("-", 1)[1]  # the version counts
+    assert parts_fingerprint(parts, "v2", "m") != name  # the version counts
 
     second = rng.normal(size=(2, 3)).astype(np.float32)
     write_checked_table(vectors_table(["e", "f"], ["train"] * 2, "m", second),
                         folder / "part-2.parquet")
     parts = embedding_parts(folder)[0]
-    renamed = f"m-{parts_fingerprint(parts, 'v1', 'm')}"
+    renamed = parts_fingerprint(parts, "v1", "m")
     assert renamed != name
     ids, matrix = mapped_vectors(parts, cache, renamed)
     assert ids == list("abcdef")  # "e" once, from the first part

@@ -7,6 +7,7 @@ written or added to the index.
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -265,8 +266,8 @@ def _read_vectors(folder: str, shown: str, model: EmbeddingModel, version: str, 
     where = shown
     with loading(f"reading {where}"):
         parts, damaged = embedding_parts(folder)
-        name = f"{model_slug(model.model_id)}-{parts_fingerprint(parts, version, model.model_id)}"
-        ids, matrix = mapped_vectors(parts, cache, name)
+        ids, matrix = mapped_vectors(parts, os.path.join(cache, model_slug(model.model_id)),
+                                     parts_fingerprint(parts, version, model.model_id))
     notes = tuple(f"embeddings part {where}/{name} left out: {reason}"
                   for name, reason in sorted(damaged.items()))
     for note in notes:

@@ -153,29 +153,38 @@ def mapped_vectors(parts: list[str], cache: str | os.PathLike, name: str
     The first call writes them part by part to ``<cache>/<name>.f32`` (raw float32 rows) and
     ``<name>.json`` (uuids, dim), both atomically, the json last; later calls, from any
     process, map that file: the rows stay on disk and in the page cache, shared, not in each
-    process's heap. ``name`` should carry ``parts_fingerprint`` so that changed parts get a
-    new file; other files of the same name prefix (before its last ``-``) are removed."""
+    process's heap. ``name`` should be a ``parts_fingerprint``, so that changed parts get a
+    new file; the other files in ``cache`` (one folder per model) are stale and removed
+    (a process still mapping one keeps reading it until it lets go)."""
     folder = Path(cache)
     data, meta = folder / f"{name}.f32", folder / f"{name}.json"
-    if not _cache_complete(data, meta):
-        folder.mkdir(parents=True, exist_ok=True)
-        ids: list[str] = []
-        dim = 0
-        with atomic_path(data) as temporary, open(temporary, "wb") as handle:
-            for uuids, matrix in iter_vectors("", parts=parts):
-                ids += uuids
-                dim = matrix.shape[1]
-                handle.write(np.ascontiguousarray(matrix, dtype="<f4").tobytes())
-        write_text_atomic(json.dumps({"dim": dim, "uuids": ids}), meta)
-        prefix = name.rsplit("-", 1)[0] + "-"
-        for old in folder.glob(f"{prefix}*"):
+    for _ in range(3):
+        if not _cache_complete(data, meta):
+            _write_cache(parts, folder, data, meta)
+        try:
+            info = json.loads(meta.read_text())
+            ids, dim = info["uuids"], info["dim"]
+            matrix = (np.memmap(data, dtype="<f4", mode="r", shape=(len(ids), dim)) if ids
+                      else np.zeros((0, 0), dtype=np.float32))
+        except FileNotFoundError:  # removed by a process serving other parts: write it again
+            continue
+        for old in folder.iterdir():  # stale copies (never another process's temporary)
             if old.name not in (data.name, meta.name) and not old.name.startswith("."):
                 old.unlink(missing_ok=True)
-    info = json.loads(meta.read_text())
-    ids, dim = info["uuids"], info["dim"]
-    if not ids:
-        return [], np.zeros((0, 0), dtype=np.float32)
-    return ids, np.memmap(data, dtype="<f4", mode="r", shape=(len(ids), dim))
+        return ids, matrix
+    raise RuntimeError(f"the vector cache {name} keeps disappearing from {folder}")
+
+
+def _write_cache(parts: list[str], folder: Path, data: Path, meta: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    ids: list[str] = []
+    dim = 0
+    with atomic_path(data) as temporary, open(temporary, "wb") as handle:
+        for uuids, matrix in iter_vectors("", parts=parts):
+            ids += uuids
+            dim = matrix.shape[1]
+            handle.write(np.ascontiguousarray(matrix, dtype="<f4").tobytes())
+    write_text_atomic(json.dumps({"dim": dim, "uuids": ids}), meta)
 
 
 def _cache_complete(data: Path, meta: Path) -> bool:
