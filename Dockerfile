@@ -22,18 +22,19 @@ RUN pip install -c constraints.txt torch --index-url https://download.pytorch.or
 
 # The production Dagster instance (Postgres storage from the environment) and the
 # workspace that points the webserver and the daemon at the code location over gRPC.
+# The production profile keeps the pipeline's tables and values in the bucket
+# (IMGSEARCH_HOME defaults to s3://<bucket>/<prefix> there), not in the container.
 ENV DAGSTER_HOME=/opt/dagster/home \
     DAGSTER_LOGS_DIR=/opt/dagster/logs \
-    IMGSEARCH_HOME=/var/lib/imgsearch \
     IMGSEARCH_PROFILE=production
 COPY deploy/dagster.yaml /opt/dagster/home/dagster.yaml
 COPY deploy/workspace.yaml /opt/dagster/workspace.yaml
 COPY config ./config
 
-# Not root: one system user owns the pipeline's folder and Dagster's compute logs.
-RUN useradd --system --uid 10001 --home-dir /var/lib/imgsearch imgsearch \
- && mkdir -p /var/lib/imgsearch /opt/dagster/logs \
- && chown -R imgsearch /var/lib/imgsearch /opt/dagster/logs
+# Not root: one system user owns its home and Dagster's compute logs.
+RUN useradd --system --uid 10001 --create-home --home-dir /home/imgsearch imgsearch \
+ && mkdir -p /opt/dagster/logs \
+ && chown -R imgsearch /opt/dagster/logs
 USER imgsearch
 
 EXPOSE 3000 4000 8000
