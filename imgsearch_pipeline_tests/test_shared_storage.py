@@ -207,3 +207,5 @@ def test_home_follows_imgsearch_home_when_it_is_set(tmp_path):
     assert isinstance(local["io_manager"], dg.FilesystemIOManager)
     with pytest.raises(ConfigurationError, match="folder or an s3:// URI"):
         resources_for({**env, "IMGSEARCH_HOME": "gs://state/run-a"})
+    with pytest.raises(ConfigurationError, match="embedded profile keeps its files in a local"):
+        resources_for({**env, "IMGSEARCH_PROFILE": "embedded", "IMGSEARCH_HOME": "s3://state/a"})

@@ -10,9 +10,11 @@
     <home>/values/                                      small values handed between assets
 
 Every asset, check, the API and the benchmarks ask a ``Layout`` for a location; nothing else
-joins these names. Locations are strings: the root is an absolute local folder today, and
-may be a URI (``s3://bucket/prefix``) read through a pyarrow/fsspec filesystem later, so
-the layout only joins names with ``/`` and never touches the disk itself.
+joins these names. Locations are strings: the root is an absolute local folder (the
+embedded profile) or a URI (``s3://bucket/prefix``, the production profile's default), read
+and written through pyarrow filesystems (``core/tables.py``); the layout only joins names
+with ``/`` and never touches the disk itself. In the production profile ``objects/`` and
+``index/`` are not used (the bucket's ``images/`` and Elasticsearch hold those).
 """
 
 import os

@@ -13,7 +13,7 @@ import os
 
 import dagster as dg
 
-from ..core.layout import Layout
+from ..core.layout import Layout, is_uri
 from .embedders import DEFAULT_SIGLIP, ColorTextureEmbedder, Embedder, SiglipEmbedder
 from .environment import ConfigurationError
 from .object_store import LocalObjectStore
@@ -57,6 +57,10 @@ def resources_for(environ: dict[str, str] | None = None) -> dict[str, object]:
         "embedder": make_embedder(embedder, env.get("IMGSEARCH_MODEL", DEFAULT_SIGLIP)),
     }
     if profile == "embedded":
+        if is_uri(env.get("IMGSEARCH_HOME", "")):
+            raise ConfigurationError("IMGSEARCH_HOME is a URI: the embedded profile keeps its "
+                                     "files in a local folder (IMGSEARCH_PROFILE=production "
+                                     "keeps them in the bucket)")
         layout = Layout.at(env.get("IMGSEARCH_HOME", "var"))  # absolute: values read the same
         return {**common,                                     # from any working directory
                 "home": PipelineHome(root=layout.root),

@@ -171,7 +171,8 @@ class S3ObjectStore(ObjectStore):
     @property
     def uri(self) -> str:
         """``s3://<bucket>/<prefix>``: where the production profile's home defaults to."""
-        return "/".join(["s3:/", self.bucket, *([self.prefix.strip("/")] if self.prefix.strip("/") else [])])
+        prefix = self.prefix.strip("/")
+        return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
 
     def ensure_bucket(self) -> bool:
         """Create the bucket unless it exists; True when it was created."""
