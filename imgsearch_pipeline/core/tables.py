@@ -48,8 +48,10 @@ def atomic_path(location: Location) -> Iterator[Path]:
         try:
             yield temporary
             filesystem, path = _fs(location)
-            with open(temporary, "rb") as source, filesystem.open_output_stream(path) as target:
-                shutil.copyfileobj(source, target, 1 << 20)
+            # One call into Arrow's C++ (not a Python copy loop, whose interruption would
+            # still close, and so complete, a half-sent upload).
+            pafs.copy_files(str(temporary), path, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=filesystem)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
