@@ -74,7 +74,8 @@ def test_converted_model_is_reused_on_the_second_load(tiny_siglip, tmp_path, mon
     cache = tmp_path / "cache"
     first = _load(tiny_siglip, cache)
     files = sorted(first.folder.iterdir())
-    assert [f.name for f in files] == ["image.bin", "image.xml", "manifest.json", "text.bin", "text.xml"]
+    assert [f.name for f in files] == ["checksums.json", "image.bin", "image.xml", "manifest.json",
+                                       "text.bin", "text.xml"]
     written = {f: f.stat().st_mtime_ns for f in files}
     load_siglip.cache_clear()
 
@@ -95,6 +96,22 @@ def test_converted_model_is_reused_on_the_second_load(tiny_siglip, tmp_path, mon
     third = _load(tiny_siglip, cache)
     assert third.folder != first.folder and (third.folder / "image.xml").is_file()
     assert (first.folder / "image.xml").stat().st_mtime_ns == written[first.folder / "image.xml"]
+
+
+def test_a_damaged_cached_model_is_converted_again_never_compiled(tiny_siglip, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    first = _load(tiny_siglip, cache)
+    expected = first.encode_images(_images())
+    weights = first.folder / "image.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: same size, other weights
+    weights.write_bytes(bytes(data))
+    load_siglip.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        second = _load(tiny_siglip, cache)
+    assert "damaged" in caplog.text and "image.bin" in caplog.text
+    assert weights.read_bytes() != bytes(data)  # converted again in place of the damaged copy
+    np.testing.assert_allclose(second.encode_images(_images()), expected, atol=1e-6)
 
 
 def test_the_checkpoint_contents_key_the_cache(tiny_siglip, tmp_path):

@@ -6,6 +6,7 @@ f32 otherwise.
     <cache>/siglip-<key>/image.xml|.bin   vision tower + pooling head, batch dynamic
     <cache>/siglip-<key>/text.xml|.bin    text tower + head, batch dynamic, 64 tokens
     <cache>/siglip-<key>/manifest.json    what the key was made of (and the model's name)
+    <cache>/siglip-<key>/checksums.json   sha256 of the four IR files, checked at each load
     <cache>/compiled/                           OpenVINO's own compiled-blob cache
 
 The key is a digest of the checkpoint's weights and config (their contents, not their
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.integrity import IntegrityError, verify_manifest, write_manifest
 from ..core.similarity import l2_normalise
 from .siglip import SiglipEncoder, load_processor, load_torch_model, pooled
 
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 # Bump when what is converted changes (the wrapped forward, the input shapes).
 CONVERSION_VERSION = 1
 TOWERS = ("image", "text")
+IR_FILES = tuple(f"{tower}.{suffix}" for tower in TOWERS for suffix in ("xml", "bin"))
+CHECKSUMS = "checksums.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -130,18 +134,34 @@ def convert(checkpoint: Path, model_id: str, image_size: int, text_length: int, 
                                   input=[([-1, text_length], ov.Type.i64)])
             ov.save_model(ir, partial / "text.xml", compress_to_fp16=False)
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        write_manifest(partial, IR_FILES, manifest=CHECKSUMS)
         try:
             partial.rename(folder)
         except OSError:  # another process put its copy there first
-            if not _complete(folder):
+            if not _verified(folder):
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 
 
 def _complete(folder: Path) -> bool:
-    return all((folder / f"{t}.{s}").is_file() for t in TOWERS for s in ("xml", "bin")) and \
-        (folder / "manifest.json").is_file()
+    return all((folder / name).is_file() for name in (*IR_FILES, "manifest.json", CHECKSUMS))
+
+
+def _verified(folder: Path) -> bool:
+    """Whether the cached IR is whole and unchanged; a damaged copy is removed (and converted
+    again by the caller), never compiled: OpenVINO would run altered weights silently."""
+    if not folder.is_dir():
+        return False
+    try:
+        if not _complete(folder):
+            raise IntegrityError(folder.name, "incomplete")
+        verify_manifest(folder, manifest=CHECKSUMS)
+        return True
+    except IntegrityError as error:
+        log.warning(f"SigLIP OpenVINO IR in {folder} is damaged ({error}); converting again")
+        shutil.rmtree(folder, ignore_errors=True)
+        return False
 
 
 class OpenVinoSiglipEncoder(SiglipEncoder):
@@ -185,8 +205,8 @@ def load_openvino_siglip(checkpoint: Path, model_id: str, cache: Path | None = N
     text_length = min(int(processor.tokenizer.model_max_length),
                       int(config.text_config.max_position_embeddings))
     folder, manifest = converted_folder(cache, model_id, checkpoint)
-    if _complete(folder):
-        log.info(f"SigLIP OpenVINO IR reused from {folder}")
+    if _verified(folder):
+        log.info(f"SigLIP OpenVINO IR reused from {folder} (checksums verified)")
     else:
         log.info(f"SigLIP converted to OpenVINO IR into {folder} (once per checkpoint and versions)")
         convert(checkpoint, model_id, int(config.vision_config.image_size), text_length, folder,
