@@ -1,6 +1,5 @@
 """The benchmark report in markdown."""
 
-from .common import LOADED_SHARE_OF_CORES
 
 
 def _f(value, spec: str = ".3f", none: str = "–") -> str:
@@ -23,6 +22,9 @@ def _load_note(results: dict, section: str) -> list[str]:
     start, end = load["start"], load["end"]
     figures = (f"1-min load average {start['load_1min']:.2f} at start, {end['load_1min']:.2f} "
                f"at end, on {start['cores']} cores")
+    if "others_cpu_share" in start:
+        figures += (f"; other processes used {start['others_cpu_share']:.0%} of the CPU before "
+                    f"the section and {end['others_cpu_share']:.0%} during it")
     if load["loaded"]:
         return [f"**⚠ LOADED MACHINE** ({load['threshold']}): {figures}. These figures include "
                 "other processes' CPU use; re-run on a quiet machine before quoting them.", ""]
@@ -164,17 +166,11 @@ def _embedding(e: dict) -> list[str]:
                      f"{r['pipeline_cpu_s_per_image']:.3f} / {r['bare_cpu_s_per_image']:.3f} | "
                      f"{r['cpu_ratio']:.1%} |")
     s = e["siglip"]
-    before, after = s["load_average_before"][0], s["load_average_after"][0]
     lines += ["", f"SigLIP: {s['model']} (vision {s['vision_config']}), {s['dim']}-d, "
               f"{s['dtype']} on {s['device']}, {s['torch_threads']} torch threads on {s['cores']} "
-              f"cores; 1-minute load average {before:.1f} before and {after:.1f} after (a shared "
-              f"machine). Pipeline/bare: {s['ratio']:.1%} in wall time, {s['cpu_ratio']:.1%} in "
+              f"cores. Pipeline/bare: {s['ratio']:.1%} in wall time, {s['cpu_ratio']:.1%} in "
               f"CPU seconds per image (target ≥ {e['target']:.0%}). Loading took "
               f"{s['load_s']:.1f} s; one text query {s['text_query_ms']:.0f} ms."]
-    if max(before, after) > LOADED_SHARE_OF_CORES * s["cores"]:
-        lines.append(f"With the load average above {LOADED_SHARE_OF_CORES} x the "
-                     f"{s['cores']} cores, the wall figures measure the other jobs as much as "
-                     "this code; the CPU seconds per image are the steadier comparison.")
     if "siglip-openvino" in e:
         lines += ["", "SigLIP on the CPU by runtime (same images, batch and loader; cosine of each "
                   "image's vector to torch fp32's; text: median of 5 single queries after a warm-up):",

@@ -5,11 +5,12 @@
     .venv/bin/python -m benchmarks.run --only search,ground_truth
     .venv/bin/python -m benchmarks.run --strict   # refuse sections measured on a loaded machine
 
-Each section records the 1-minute load average at its start and end (``common.load_now``);
-one above ``common.LOADED_SHARE_OF_CORES`` x cores flags the section as loaded in
-results.json and report.md, and with ``--strict`` the section is refused: not run when the
-machine is loaded at its start, its figures discarded when loaded at its end (the previous
-figures stay), and the run exits with status 1.
+Each section records the share of the CPU other processes used in a few seconds before it
+and over it, with the 1-minute load average (``common.load_now``); a share above
+``common.OTHERS_SHARE_LIMIT`` flags the section as loaded in results.json and report.md, and
+with ``--strict`` the section is refused: not run when the machine is loaded before it, its
+figures discarded when it was loaded during it (the previous figures stay), and the run
+exits with status 1.
 """
 
 import argparse
@@ -21,7 +22,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import embedding, ground_truth, growth, indexes, search
-from .common import LOADED_SHARE_OF_CORES, PROTOTYPE, load_now, machine, section_load, write_json
+from .common import (
+    OTHERS_SHARE_LIMIT,
+    PROTOTYPE,
+    OthersCpuShare,
+    load_now,
+    machine,
+    quiet_check,
+    section_load,
+    write_json,
+)
 from .report import report_markdown
 from .vectors import neighbour_cosines, prototype_scale
 
@@ -36,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--render", action="store_true",
                         help="only rewrite report.md from results.json and machine.json")
     parser.add_argument("--strict", action="store_true",
-                        help=f"refuse a section whose 1-min load average exceeds "
-                             f"{LOADED_SHARE_OF_CORES} x cores at its start or end")
+                        help=f"refuse a section when other processes use more than "
+                             f"{OTHERS_SHARE_LIMIT:.0%} of the CPU before or during it")
     parser.add_argument("--home", default=os.environ.get("IMGSEARCH_HOME", "var"),
                         help="pipeline home whose embeddings asset is used when big enough")
     args = parser.parse_args(argv)
@@ -69,27 +79,28 @@ def main(argv: list[str] | None = None) -> None:
 
     def measure(section: str, fn: Callable[[], object]) -> bool:
         """Run one section between two load readings; False when --strict refused it."""
-        start = load_now()
+        start = quiet_check()
         if args.strict and start["loaded"]:
-            log(f"{section}: refused, load average {start['load_1min']} on {start['cores']} "
-                "cores at start (--strict)")
+            log(f"{section}: refused, other processes used {start['others_cpu_share']:.0%} "
+                "of the CPU before it (--strict)")
             refused.append(section)
             return False
         when = time.strftime("%Y-%m-%d %H:%M:%S")
+        watch = OthersCpuShare()
         figures = fn()
-        load = section_load(start, load_now())
+        load = section_load(start, load_now(watch.share()))
         if args.strict and load["loaded"]:
-            log(f"{section}: figures discarded, load average {load['end']['load_1min']} at end "
-                "(--strict)")
+            log(f"{section}: figures discarded, other processes used "
+                f"{load['end']['others_cpu_share']:.0%} of the CPU during it (--strict)")
             refused.append(section)
             return False
         results[section] = figures
         ran_at[section] = {"time": when, "load_average": [load["start"]["load_1min"]],
                            "load": load}
         if load["loaded"]:
-            log(f"{section}: measured on a LOADED machine (load average "
-                f"{load['start']['load_1min']} -> {load['end']['load_1min']} on "
-                f"{load['start']['cores']} cores)")
+            log(f"{section}: measured on a LOADED machine (other processes used "
+                f"{load['start']['others_cpu_share']:.0%} of the CPU before it, "
+                f"{load['end']['others_cpu_share']:.0%} during it)")
         return True
 
     if {"search", "indexes", "ground_truth"} & set(only):

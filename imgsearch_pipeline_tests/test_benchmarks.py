@@ -3,7 +3,11 @@ record (which needs threadpoolctl) is complete. The figures themselves are not t
 
 import importlib
 import json
+import os
 import pkgutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -62,40 +66,70 @@ def test_growth_inputs_carry_the_graph_from_the_index_on(tmp_path, monkeypatch):
     assert resources["vector_index"].live_version() == report["index_version"]
 
 
-def test_a_section_is_loaded_above_the_share_of_cores(monkeypatch):
+def test_others_cpu_share_counts_other_processes_not_the_benchmark_itself():
     from benchmarks import common
 
-    monkeypatch.setattr(common.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    limit = common.LOADED_SHARE_OF_CORES * 4
-    monkeypatch.setattr(common.os, "getloadavg", lambda: (limit, 0.0, 0.0))
-    quiet = common.load_now()
-    assert quiet == {"load_1min": limit, "cores": 4, "loaded": False}
-    monkeypatch.setattr(common.os, "getloadavg", lambda: (limit + 0.1, 0.0, 0.0))
-    busy = common.load_now()
-    assert busy["loaded"]
-    # Loaded at either end flags the section.
+    # A process this one has not waited for is "other": one burning core of the machine.
+    burner = subprocess.Popen([sys.executable, "-c",
+                               "import time\nt = time.time()\nwhile time.time() - t < 2: pass"])
+    try:
+        watch = common.OthersCpuShare()
+        time.sleep(1.5)
+        others = watch.share()
+    finally:
+        burner.wait()
+    one_core = 1 / os.cpu_count()
+    assert others >= 0.6 * one_core
+
+    # This process's own work (and what its waited-for children did) is not "other".
+    def spin(seconds: float) -> None:
+        t = time.process_time()
+        while time.process_time() - t < seconds:
+            pass
+
+    # (whatever else the machine runs meanwhile: the whole machine's busy share less the
+    # share of this process and its waited-for child is what the watch reports)
+    watch = common.OthersCpuShare()
+    before, (busy_before, all_before) = os.times(), common._machine_cpu_seconds()
+    spin(1.0)
+    subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                    "while time.process_time() - t < 1: pass"], check=True)
+    others = watch.share()
+    own = sum(os.times()[:4]) - sum(before[:4])
+    busy_after, all_after = common._machine_cpu_seconds()
+    elapsed = all_after - all_before
+    busy_share, own_share = (busy_after - busy_before) / elapsed, own / elapsed
+    assert own >= 1.9  # the child's second is counted once waited for
+    assert others == pytest.approx(busy_share - own_share, abs=0.05)
+    assert others <= busy_share - 0.8 * own_share
+
+
+def test_a_section_is_loaded_above_the_others_share(monkeypatch):
+    from benchmarks import common
+
+    limit = common.OTHERS_SHARE_LIMIT
+    quiet, busy = common.load_now(limit), common.load_now(limit + 0.01)
+    assert not quiet["loaded"] and busy["loaded"] and busy["others_cpu_share"] == limit + 0.01
+    # Loaded before or during flags the section.
     assert common.section_load(quiet, busy)["loaded"] and common.section_load(busy, quiet)["loaded"]
     assert not common.section_load(quiet, quiet)["loaded"]
 
 
-def test_report_shows_the_flag_beside_the_section(monkeypatch):
+def test_report_shows_the_flag_beside_the_section():
     from benchmarks import common, report
 
-    monkeypatch.setattr(common.os, "getloadavg", lambda: (99.0, 0.0, 0.0))
-    busy = common.load_now()
-    monkeypatch.setattr(common.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    quiet = common.load_now()
+    busy, quiet = common.load_now(0.9), common.load_now(0.0)
     results = {"ran_at": {"growth": {"load": common.section_load(quiet, busy)},
                           "indexes": {"load": common.section_load(quiet, quiet)}}}
     assert "LOADED MACHINE" in report._load_note(results, "growth")[0]
-    assert "99.00 at end" in report._load_note(results, "growth")[0]
+    assert "90% during it" in report._load_note(results, "growth")[0]
     assert report._load_note(results, "indexes")[0].startswith("Quiet machine")
 
 
 def test_strict_run_refuses_a_section_on_a_loaded_machine(tmp_path, monkeypatch):
     from benchmarks import common, run
 
-    monkeypatch.setattr(common.os, "getloadavg", lambda: (1000.0, 0.0, 0.0))
+    monkeypatch.setattr(run, "quiet_check", lambda: common.load_now(1.0))
     monkeypatch.setattr(growth, "run", lambda *a: pytest.fail("a refused section ran"))
     with pytest.raises(SystemExit, match="growth"):
         run.main(["--only", "growth", "--strict", "--out", str(tmp_path)])
