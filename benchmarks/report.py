@@ -22,6 +22,8 @@ def _load_note(results: dict, section: str) -> list[str]:
     start, end = load["start"], load["end"]
     figures = (f"1-min load average {start['load_1min']:.2f} at start, {end['load_1min']:.2f} "
                f"at end, on {start['cores']} cores")
+    if results["ran_at"][section].get("quick"):
+        figures += "; a --quick run (smaller sets)"
     if "others_cpu_share" in start:
         figures += (f"; other processes used {start['others_cpu_share']:.0%} of the CPU before "
                     f"the section and {end['others_cpu_share']:.0%} during it")

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             return False
         results[section] = figures
         ran_at[section] = {"time": when, "load_average": [load["start"]["load_1min"]],
-                           "load": load}
+                           "load": load, "quick": args.quick}
         if load["loaded"]:
             log(f"{section}: measured on a LOADED machine (other processes used "
                 f"{load['start']['others_cpu_share']:.0%} of the CPU before it, "
