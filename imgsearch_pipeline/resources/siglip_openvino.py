@@ -88,26 +88,20 @@ def converted_folder(cache: Path, model_id: str, checkpoint: Path) -> tuple[Path
     return cache / f"siglip-{key}", {"model": model_id, **keyed}
 
 
-def _towers(model: Any) -> tuple[Any, Any]:
+def _tower(model: Any, features: str) -> Any:
+    """One tower as a module to trace: ``model.<features>`` then pooling, as the torch path
+    computes it (``get_image_features`` on pixel values, ``get_text_features`` on ids)."""
     import torch
 
-    class ImageTower(torch.nn.Module):
+    class Tower(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, pixel_values):
-            return pooled(self.model.get_image_features(pixel_values=pixel_values))
+        def forward(self, inputs):
+            return pooled(getattr(self.model, features)(inputs))
 
-    class TextTower(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids):
-            return pooled(self.model.get_text_features(input_ids=input_ids))
-
-    return ImageTower().eval(), TextTower().eval()
+    return Tower().eval()
 
 
 def convert(checkpoint: Path, model_id: str, image_size: int, text_length: int, folder: Path,
@@ -119,7 +113,7 @@ def convert(checkpoint: Path, model_id: str, image_size: int, text_length: int, 
     import torch
 
     model = load_torch_model(checkpoint, model_id)
-    image, text = _towers(model)
+    image, text = _tower(model, "get_image_features"), _tower(model, "get_text_features")
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
