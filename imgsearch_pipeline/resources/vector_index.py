@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from ..core.ids import check_version
 from ..core.integrity import IntegrityError, verify_manifest, write_manifest
-from ..core.similarity import FAISS_METRIC, METRIC
+from ..core.similarity import FAISS_METRIC, METRIC, similarities
 from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
 
 # Searches' breadth for a version whose evaluation recorded no depth of its own (see
@@ -344,7 +344,7 @@ class FaissHnswIndex(VectorIndex):
             wanted = min(params.efSearch, max(k, self.rerank_factor * k))
             _, positions = loaded.index.search(query, wanted, params=params)
             found = np.sort(positions[0][positions[0] >= 0])  # in file order: fewer seeks
-            exact = loaded.vectors[found] @ query[0]
+            exact = similarities(query, loaded.vectors[found])[0]
             order = np.argsort(-exact, kind="stable")[:k]
             pairs = zip(exact[order].tolist(), found[order].tolist(), strict=True)
         return [Hit(loaded.ids[p], float(s), loaded.captions[p]) for s, p in pairs if p >= 0]
