@@ -165,7 +165,7 @@ def measure(n: int, queries: int, dim: int, log) -> dict:
         log_path.unlink(missing_ok=True)
         for name in STEPS:
             result = row["steps"][name] = step(name, env, log_path)
-            log(f"{n:,}: {name} {result['wall_s']:.0f} s, peak RSS {result['peak_rss_mb']:.0f} MB"
+            log(f"{n:,}: {name} {result['wall_s']:.0f} s, peak RSS {result['peak_rss_mb']:.0f} MiB"
                 f" (load {result['load_average_before'][0]:.1f} -> "
                 f"{result['load_average_after'][0]:.1f})")
             if name == "search_index":
@@ -193,7 +193,7 @@ def measure(n: int, queries: int, dim: int, log) -> dict:
     })
     row["within_goal"] = row["graph_s"] < GOAL_S and row["peak_rss_mb"] < GOAL_MB
     log(f"{n:,}: index + ground truth + report {row['graph_s']:.0f} s, largest process "
-        f"{row['peak_rss_mb']:.0f} MB, index {row['index_mb']:.0f} MB; recall "
+        f"{row['peak_rss_mb']:.0f} MiB, index {row['index_mb']:.0f} MiB; recall "
         f"{row['recall']:.4f} at depth {row['num_candidates']} (p50 {row['ann_p50_ms']:.2f} ms)")
     return row
 
@@ -204,15 +204,15 @@ def markdown(rows: list[dict]) -> str:
 
 def table_lines(rows: list[dict]) -> list[str]:
     """The growth table and each size's depth sweep (growth.md and the suite's report)."""
-    head = " | ".join(f"{s} s / MB" for s in STEPS)
+    head = " | ".join(f"{s} s / MiB" for s in STEPS)
     lines = ["Generated clustered 768-d vectors (n train + test queries) in a pipeline home; each "
              "step `dagster asset materialize --select <step>` in a process of its own with the "
              f"default embedded index. Goal: {', '.join(TIMED)} together under "
-             f"{GOAL_S // 60} min, every process under {GOAL_MB // 1024} GB (at 1M). "
+             f"{GOAL_S // 60} min, every process under {GOAL_MB // 1024} GiB (at 1M). "
              "Load: 1-minute average before the first step / after the last, and the share of "
              "the CPU other processes used meanwhile (15% or more flags the row: its times are "
              "inflated).", "",
-             f"| indexed | {head} | graph s | largest MB | index MB | depth | Recall@10 "
+             f"| indexed | {head} | graph s | largest MiB | index MiB | depth | Recall@10 "
              "| p50 ms | at depth 128 | exact p50 ms | load | published | finished |",
              "|---|" + "---|" * (len(STEPS) + 11)]
     for r in sorted(rows, key=lambda r: r["indexed"]):
