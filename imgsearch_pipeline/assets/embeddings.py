@@ -24,6 +24,7 @@ from ..core.progress import Progress
 from ..core.tables import join
 from ..core.vectors import (
     embedded_uuids,
+    embedding_parts,
     set_aside_damaged_parts,
     stored_dim,
     vector_numerics,
@@ -110,7 +111,8 @@ def image_embeddings(
     uuids = table.column("uuid").to_pylist()
     split_of = dict(zip(uuids, table.column("split").to_pylist(), strict=True))
     key_of = dict(zip(uuids, table.column("key").to_pylist(), strict=True))
-    done = embedded_uuids(folder)
+    parts = embedding_parts(folder)[0]  # verified once: each check reads every part in full
+    done = embedded_uuids(folder, parts)
     todo = [u for u in uuids if u not in done]
     reused = len(uuids) - len(todo)
     context.log.info(f"model {model_id}: {len(uuids):,} posts, {reused:,} already embedded, "
@@ -122,7 +124,7 @@ def image_embeddings(
         model = embedder.load()
         context.log.info(f"model loaded: dim {model.dim}, batch size {embedder.batch_size}, "
                          f"numerics {model.numerics}")
-        others = sorted(set(vector_numerics(folder)) - {model.numerics})
+        others = sorted(set(vector_numerics(folder, parts)) - {model.numerics})
         if others:
             context.log.warning(
                 f"the stored vectors of {model_id} were computed with {', '.join(others)}; this "
@@ -134,16 +136,17 @@ def image_embeddings(
     for item, reason in failures:
         context.log.warning(f"not embedded {item}: {reason}")
 
-    stored = embedded_uuids(folder)
+    parts = embedding_parts(folder)[0]  # with this run's new parts
+    stored = embedded_uuids(folder, parts)
     present = stored & split_of.keys()
     train = sum(1 for u in present if split_of[u] == "train")
     missing = len(uuids) - len(present)
     if missing:
         context.log.warning(f"{missing:,} posts have no embedding (listed above); the index is "
                             "built without them and a re-run tries them again")
-    dim = stored_dim(folder) or 0
+    dim = stored_dim(folder, parts) or 0
     value = EmbeddingSet(folder, model_id, dim, len(present), train, len(present) - train)
-    numerics = vector_numerics(folder)
+    numerics = vector_numerics(folder, parts)
     return dg.Output(value, metadata={
         "model_id": model_id,
         "numerics": ", ".join(f"{name}: {rows:,} rows" for name, rows in sorted(numerics.items())),

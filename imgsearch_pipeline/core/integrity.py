@@ -12,6 +12,7 @@ Errors name the file by its name inside the folder and say why, never a server p
 import hashlib
 import json
 import os
+import posixpath
 from collections.abc import Iterable
 
 import pyarrow as pa
@@ -92,7 +93,13 @@ def part_manifest(part: Location) -> str:
 
 
 def _parent(location: Location) -> str:
-    return os.fspath(location).rstrip("/").rsplit("/", 1)[0]
+    """The folder of a file, local or a URI (``.`` for a bare name)."""
+    return posixpath.dirname(os.fspath(location).rstrip("/")) or "."
+
+
+def manifest_of(part: Location) -> str:
+    """Where one part's manifest lies: beside it, ``part-X.parquet.manifest.json``."""
+    return f"{os.fspath(part).rstrip('/')}.{MANIFEST}"
 
 
 def write_checked_table(table: pa.Table, location: Location) -> Location:
@@ -104,7 +111,7 @@ def write_checked_table(table: pa.Table, location: Location) -> Location:
         pq.write_table(table, temporary)
         entry = _entry(temporary)
         write_text_atomic(json.dumps({"algorithm": "sha256", "files": {base_name(location): entry}}),
-                          join(_parent(location), part_manifest(location)))
+                          manifest_of(location))
     return location
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .integrity import check_parts, part_manifest
+from .integrity import check_parts, manifest_of
 from .tables import (
     Location,
     atomic_path,
@@ -46,11 +46,12 @@ NUMERICS_KEY = "numerics"
 UNRECORDED = "unrecorded"
 
 
-def vector_numerics(folder: Location) -> dict[str, int]:
-    """Rows of the verified parts by the numerics that computed them (``unrecorded`` for
-    parts written before parts recorded it); read from the parquet footers only."""
+def vector_numerics(folder: Location, parts: list[str] | None = None) -> dict[str, int]:
+    """Rows of the verified parts (or the already verified ``parts``) by the numerics that
+    computed them (``unrecorded`` for parts written before parts recorded it); read from the
+    parquet footers only."""
     rows: dict[str, int] = {}
-    for part in embedding_parts(folder)[0]:
+    for part in embedding_parts(folder)[0] if parts is None else parts:
         meta = parquet_metadata(part)
         numerics = (meta.metadata or {}).get(NUMERICS_KEY.encode(), UNRECORDED.encode()).decode()
         rows[numerics] = rows.get(numerics, 0) + meta.num_rows
@@ -72,15 +73,16 @@ def set_aside_damaged_parts(folder: Location) -> dict[str, str]:
     return damaged
 
 
-def stored_dim(folder: Location) -> int | None:
+def stored_dim(folder: Location, parts: list[str] | None = None) -> int | None:
     """The vector size of the stored parts (from a parquet schema), None if there are none."""
-    part = next(iter(embedding_parts(folder)[0]), None)
+    part = next(iter(embedding_parts(folder)[0] if parts is None else parts), None)
     return None if part is None else read_schema(part).field("vector").type.list_size
 
 
-def embedded_uuids(folder: Location) -> set[str]:
-    """The uuids of the verified parts (a damaged part's rows count as not embedded)."""
-    return {u for part in embedding_parts(folder)[0]
+def embedded_uuids(folder: Location, parts: list[str] | None = None) -> set[str]:
+    """The uuids of the verified parts, or of the already verified ``parts`` (a damaged
+    part's rows count as not embedded)."""
+    return {u for part in (embedding_parts(folder)[0] if parts is None else parts)
             for u in read_table(part, columns=["uuid"]).column("uuid").to_pylist()}
 
 
@@ -141,7 +143,7 @@ def parts_fingerprint(parts: list[str], *labels: str) -> str:
     (the index version, the model id): it changes whenever any stored vector could have."""
     digest = hashlib.sha256(json.dumps(labels).encode())
     for part in parts:
-        manifest = join(part.rstrip("/").rsplit("/", 1)[0], part_manifest(part))
+        manifest = manifest_of(part)
         digest.update(base_name(part).encode() + b"\0" + read_text(manifest).encode() + b"\0")
     return digest.hexdigest()[:32]
 
@@ -159,10 +161,11 @@ def mapped_vectors(parts: list[str], cache: str | os.PathLike, name: str
     folder = Path(cache)
     data, meta = folder / f"{name}.f32", folder / f"{name}.json"
     for _ in range(3):
-        if not _cache_complete(data, meta):
+        info = _complete_cache(data, meta)
+        if info is None:
             _write_cache(parts, folder, data, meta)
         try:
-            info = json.loads(meta.read_text())
+            info = info or json.loads(meta.read_text())
             ids, dim = info["uuids"], info["dim"]
             matrix = (np.memmap(data, dtype="<f4", mode="r", shape=(len(ids), dim)) if ids
                       else np.zeros((0, 0), dtype=np.float32))
@@ -187,9 +190,10 @@ def _write_cache(parts: list[str], folder: Path, data: Path, meta: Path) -> None
     write_text_atomic(json.dumps({"dim": dim, "uuids": ids}), meta)
 
 
-def _cache_complete(data: Path, meta: Path) -> bool:
+def _complete_cache(data: Path, meta: Path) -> dict | None:
+    """The cache's uuids and dim when its data file holds all their rows, else None."""
     try:
         info = json.loads(meta.read_text())
-        return data.stat().st_size == len(info["uuids"]) * info["dim"] * 4
+        return info if data.stat().st_size == len(info["uuids"]) * info["dim"] * 4 else None
     except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return None
