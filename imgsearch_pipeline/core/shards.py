@@ -1,5 +1,6 @@
 """Reading Hugging Face-layout parquet shards in bounded batches."""
 
+import functools
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ class Shard:
 
 
 # Where an S3-compatible server (MinIO, moto) is, when not AWS itself; first one set wins.
+# Tries per S3 request, the first included (IMGSEARCH_S3_MAX_ATTEMPTS): boto3 and pyarrow alike.
+S3_MAX_ATTEMPTS = 8
 S3_ENDPOINT_VARIABLES = ("IMGSEARCH_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
@@ -42,11 +45,24 @@ def s3_filesystem(endpoint: str, environ: Mapping[str, str] | None = None) -> pa
     parsed = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError(f"S3 endpoint must look like http(s)://host:port, got {endpoint!r}")
+    attempts = env.get("IMGSEARCH_S3_MAX_ATTEMPTS") or str(S3_MAX_ATTEMPTS)
+    if not attempts.isdigit() or int(attempts) < 1:
+        raise ValueError(f"IMGSEARCH_S3_MAX_ATTEMPTS must be a whole number >= 1, got {attempts!r}")
+    return _s3_filesystem(parsed.netloc, parsed.scheme,
+                          env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+                          int(attempts))
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_filesystem(netloc: str, scheme: str, region: str, attempts: int) -> pafs.S3FileSystem:
+    # One per endpoint and settings: every table read and write asks for one (pyarrow's
+    # filesystems are thread-safe), and the same retry budget as the boto3 client.
     return pafs.S3FileSystem(
-        endpoint_override=parsed.netloc,
-        scheme=parsed.scheme,
-        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        endpoint_override=netloc,
+        scheme=scheme,
+        region=region,
         force_virtual_addressing=False,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
     )
 
 

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from ..core.shards import s3_endpoint
+from ..core.shards import S3_MAX_ATTEMPTS, s3_endpoint
 from .elasticsearch_index import ElasticsearchIndex
 from .environment import ConfigurationError, env_int
 from .s3_store import S3ObjectStore
@@ -74,7 +74,7 @@ def production_backends(environ: Mapping[str, str] | None = None) -> dict[str, o
                 aws_access_key_id=_secret(env, "AWS_ACCESS_KEY_ID"),
                 aws_secret_access_key=_secret(env, "AWS_SECRET_ACCESS_KEY"),
                 aws_session_token=_secret(env, "AWS_SESSION_TOKEN"),
-                max_attempts=env_int(env, "IMGSEARCH_S3_MAX_ATTEMPTS", 8, minimum=1),
+                max_attempts=env_int(env, "IMGSEARCH_S3_MAX_ATTEMPTS", S3_MAX_ATTEMPTS, minimum=1),
             ),
             bucket=env["IMGSEARCH_S3_BUCKET"],
             # MinIO behind a plain host name needs path-style; AWS prefers virtual hosts.
