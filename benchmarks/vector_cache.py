@@ -4,9 +4,10 @@
     .venv/bin/python -m benchmarks.vector_cache --rows 20000 --dim 64   # quick
 
 Writes ``--rows`` x ``--dim`` vectors as checked parquet parts in a temporary folder, then
-in a fresh process each loads them the way the API did before (``read_vectors``: one
-matrix in the heap) or does now (``mapped_vectors``: the cache file written once, then
-mapped), and prints the resident set size it gained and the seconds it took. A mapped
+in a fresh process each loads them into the heap (``read_vectors``, as of this change:
+one preallocated matrix; the API's loader before it also held the parts' blocks) or maps
+them as the API does now (``mapped_vectors``: the cache file written once, then mapped),
+and prints the resident set size it gained and the seconds it took. A mapped
 file's pages count in RSS only once read, and are shared with every process mapping it.
 """
 

@@ -1,6 +1,7 @@
 """The production profile keeps its tables and the values handed between assets in the
 bucket (moto's S3 server here), so every container and machine sees the same state: the
-whole graph runs with nothing written to the local disk but the index, and the API, built
+whole graph runs with nothing written under the working directory (uploads are staged
+in the system's temporary folder; the index stays local), and the API, built
 afresh as another process would build it, answers from those tables, its stored vectors
 memory-mapped from a local cache file.
 

@@ -261,8 +261,8 @@ def _read_vectors(folder: str, shown: str, model: EmbeddingModel, version: str, 
                   ) -> tuple[StoredVectors, tuple[str, ...]]:
     """The model's stored vectors from the parts whose checksums match, memory-mapped from a
     local cache file named by the version and the parts' checksums (rebuilt when they change;
-    indexed vectors only, never a query's); the damaged parts are left out and named in the
-    notes."""
+    the stored vectors of every embedded post, never a query's); the damaged parts are left
+    out and named in the notes."""
     where = shown
     with loading(f"reading {where}"):
         parts, damaged = embedding_parts(folder)
