@@ -135,9 +135,19 @@ def reference(tiny_siglip):
     return image, text
 
 
-@pytest.fixture(scope="module")
-def model(tiny_siglip):
-    return SiglipEmbedder(model_name=str(tiny_siglip), device="cpu").load()
+@pytest.fixture(scope="module", params=["torch", "openvino"])
+def model(request, tiny_siglip):
+    """Each CPU runtime the embedder can take (torch: GPUs and the fallback; OpenVINO: a
+    CPU's default), OpenVINO at f32 whatever this CPU has, as the reference computes."""
+    from imgsearch_pipeline.resources import siglip_openvino
+    from imgsearch_pipeline.resources.siglip import load_siglip
+
+    load_siglip.cache_clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(siglip_openvino, "cpu_capabilities", lambda core: ["FP32"])
+        yield SiglipEmbedder(model_name=str(tiny_siglip), device="cpu",
+                             runtime=request.param).load()
+    load_siglip.cache_clear()
 
 
 def _api(model) -> SearchService:
