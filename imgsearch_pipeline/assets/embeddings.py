@@ -128,8 +128,8 @@ def image_embeddings(
         if others:
             context.log.warning(
                 f"the stored vectors of {model_id} were computed with {', '.join(others)}; this "
-                f"run adds {model.numerics} to the same set (one checkpoint's runtimes agree to "
-                "cosine >= 0.9999, README's 'SigLIP on a CPU'); the metadata lists the rows of each")
+                f"run adds {model.numerics} to the same set (README's 'SigLIP on a CPU' says why "
+                "one set, and what was measured); the metadata lists the rows of each")
         failures = embed_missing(todo, folder, split_of, key_of, model, object_store,
                                  embedder.batch_size, config, progress)
         context.log.info(progress.summary())
