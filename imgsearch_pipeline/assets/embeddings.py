@@ -105,13 +105,13 @@ def image_embeddings(
     model_id = embedder.model_id
     folder = home.layout.embeddings(model_id)
     # A part that fails its checksum is set aside and its rows are embedded again.
-    for name, reason in set_aside_damaged_parts(folder).items():
+    parts, damaged = embedding_parts(folder)  # verified once: each check reads every part
+    for name, reason in set_aside_damaged_parts(folder, damaged).items():
         context.log.warning(f"embeddings part {name} set aside ({reason}): its rows are re-embedded")
     table = posts.read(["uuid", "split", "key"])
     uuids = table.column("uuid").to_pylist()
     split_of = dict(zip(uuids, table.column("split").to_pylist(), strict=True))
     key_of = dict(zip(uuids, table.column("key").to_pylist(), strict=True))
-    parts = embedding_parts(folder)[0]  # verified once: each check reads every part in full
     done = embedded_uuids(folder, parts)
     todo = [u for u in uuids if u not in done]
     reused = len(uuids) - len(todo)

@@ -63,10 +63,12 @@ def embedding_parts(folder: Location) -> tuple[list[str], dict[str, str]]:
     return check_parts(part_files(folder))
 
 
-def set_aside_damaged_parts(folder: Location) -> dict[str, str]:
-    """Rename damaged parts to ``*.damaged`` (kept for inspection, never read again), so
-    that their rows are embedded anew; returns what was set aside and why."""
-    damaged = embedding_parts(folder)[1]
+def set_aside_damaged_parts(folder: Location, damaged: dict[str, str] | None = None
+                            ) -> dict[str, str]:
+    """Rename damaged parts (found here, or the already found ``damaged``) to ``*.damaged``
+    (kept for inspection, never read again), so that their rows are embedded anew; returns
+    what was set aside and why."""
+    damaged = embedding_parts(folder)[1] if damaged is None else damaged
     for name in damaged:
         part = join(folder, name)
         move(part, part + ".damaged")

@@ -202,7 +202,7 @@ def load_openvino_siglip(checkpoint: Path, model_id: str, cache: Path | None = N
     if _verified(folder):
         log.info(f"SigLIP OpenVINO IR reused from {folder} (checksums verified)")
     else:
-        log.info(f"SigLIP converted to OpenVINO IR into {folder} (once per checkpoint and versions)")
+        log.info(f"SigLIP: converting to OpenVINO IR into {folder} (once per checkpoint and versions)")
         convert(checkpoint, model_id, int(config.vision_config.image_size), text_length, folder,
                 manifest)
     core = ov.Core()
