@@ -159,3 +159,30 @@ def test_bad_batch_shape_is_refused(tmp_path):
     with pytest.raises(ValueError, match="expected"):
         index.build("v1", DIM, [IndexBatch(IDS[:5], CORPUS[:4])])
     assert not list((tmp_path / "versions" / "v1").glob("*.f32"))
+
+
+def test_a_version_searches_with_the_rerank_width_it_was_built_with(tmp_path):
+    built = FaissHnswIndex(root=str(tmp_path), m=16, ef_construction=100, rerank_factor=3)
+    built.build("v1", DIM, [IndexBatch(IDS, CORPUS, CAPTIONS, SPLITS, [""] * N)])
+    # Another process, configured otherwise, serves the same version.
+    serving = FaissHnswIndex(root=str(tmp_path), m=16, ef_construction=100, rerank_factor=1)
+    loaded = serving._load("v1")
+    asked: list[int] = []
+
+    class Spy:
+        def __init__(self, index):
+            self._index = index
+
+        def search(self, query, k, params=None):
+            asked.append(k)
+            return self._index.search(query, k, params=params)
+
+        def __getattr__(self, name):
+            return getattr(self._index, name)
+
+    loaded.index = Spy(loaded.index)
+    try:
+        hits = serving.search(QUERIES[0], K, num_candidates=200, version="v1")
+    finally:
+        serving.release("v1")
+    assert asked == [3 * K] and len(hits) == K

@@ -190,6 +190,9 @@ class _LoadedVersion:
         if (folder / VECTORS_FILE).is_file():
             self.vectors = _open_vectors(folder / VECTORS_FILE, int(self.index.ntotal),
                                          int(self.index.d))
+        # The re-rank width the version was built (and so evaluated) with.
+        self.rerank_factor: int | None = json.loads(
+            (folder / "params.json").read_text()).get("rerank_factor")
         docs = pq.read_table(folder / "docs.parquet")
         self.ids: list[str] = docs.column("uuid").to_pylist()
         self.captions: list[str | None] = docs.column("caption").to_pylist()
@@ -240,7 +243,8 @@ class FaissHnswIndex(VectorIndex):
     # fastest at R@10 >= 0.997 in the index comparison that keeps memory at half or less);
     # "flat": float32 in the graph (the previous default); "fp16": float16 codes + re-rank.
     codes: str = "sq8"
-    # A coded graph returns min(depth, rerank_factor * k) candidates, re-ranked exactly.
+    # A coded graph returns min(depth, rerank_factor * k) candidates, re-ranked exactly;
+    # recorded with each version at its build, and its searches use the recorded one.
     rerank_factor: int = 2
 
     @property
@@ -342,7 +346,8 @@ class FaissHnswIndex(VectorIndex):
             pairs = zip(scores[0].tolist(), positions[0].tolist(), strict=True)
         else:
             # The graph's best candidates by their codes, then exact scores on the floats.
-            wanted = min(params.efSearch, max(k, self.rerank_factor * k))
+            factor = loaded.rerank_factor or self.rerank_factor
+            wanted = min(params.efSearch, max(k, factor * k))
             _, positions = loaded.index.search(query, wanted, params=params)
             found = np.sort(positions[0][positions[0] >= 0])  # in file order: fewer seeks
             exact = similarities(query, loaded.vectors[found])[0]
