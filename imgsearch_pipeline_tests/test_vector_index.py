@@ -154,11 +154,13 @@ def test_vectors_file_must_match_the_graph(tmp_path):
         index.search(QUERIES[0], K, 64, version="v1")
 
 
-def test_bad_batch_shape_is_refused(tmp_path):
-    index = FaissHnswIndex(root=str(tmp_path))
+@pytest.mark.parametrize("codes", ["sq8", "flat"])
+def test_bad_batch_shape_is_refused(tmp_path, codes):
+    index = FaissHnswIndex(root=str(tmp_path), codes=codes)
     with pytest.raises(ValueError, match="expected"):
         index.build("v1", DIM, [IndexBatch(IDS[:5], CORPUS[:4])])
-    assert not list((tmp_path / "versions" / "v1").glob("*.f32"))
+    # nothing left behind: no vectors file, no temporary (``.vectors.f32.<hex>.tmp``)
+    assert not list((tmp_path / "versions" / "v1").iterdir())
 
 
 def test_a_version_searches_with_the_rerank_width_it_was_built_with(tmp_path):
