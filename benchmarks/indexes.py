@@ -41,6 +41,7 @@ class Built:
     ram_bytes: int
     mapped_bytes: int = 0
     filters_and_versions: bool = False
+    release: Callable[[], None] = lambda: None
 
 
 def _faiss(codes: str) -> Callable[[Path, np.ndarray], Built]:
@@ -57,7 +58,8 @@ def _faiss(codes: str) -> Callable[[Path, np.ndarray], Built]:
         mapped = folder / VECTORS_FILE
         return Built(lambda v, depth: [int(h.uuid) for h in index.search(v, K, depth, "bench")],
                      build_s, (folder / "index.faiss").stat().st_size,
-                     mapped.stat().st_size if mapped.is_file() else 0, True)
+                     mapped.stat().st_size if mapped.is_file() else 0, True,
+                     lambda: index.delete_version("bench"))  # drops the loaded graph too
     return build
 
 
@@ -142,6 +144,7 @@ def run(corpus: np.ndarray, queries: np.ndarray, quick: bool, log) -> dict:
                 sweep = sweep_depths(lambda d, b=built: measure_depth(b.search, queries, truth,
                                                                       K, d, warmup=20),
                                      depths, K, RECALL_TARGET)
+            built.release()
             best = sweep.best
             per_vector = built.ram_bytes / len(corpus)
             rows.append({

@@ -102,9 +102,8 @@ def _sweep(s: dict, defaults: dict) -> list[str]:
     for r in s["sweep"]:
         kind = r["name"].split(" m=")[0]
         mb = r["index_bytes"] / 2**20
-        extra = ""
         lines.append(f"| {kind} m={r['m']} efC={r['ef_construction']} | {r['num_candidates']} | "
-                     f"{r['recall']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {mb:.0f}{extra} | "
+                     f"{r['recall']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {mb:.0f} | "
                      f"{r['build_s']:.1f} |")
     chosen = s.get("chosen")
     lines.append("")
