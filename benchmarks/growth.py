@@ -39,6 +39,7 @@ from imgsearch_pipeline.core.integrity import write_checked_table
 from imgsearch_pipeline.core.layout import Layout, model_slug
 from imgsearch_pipeline.core.tables import write_table_atomic
 from imgsearch_pipeline.core.vectors import vectors_table
+from imgsearch_pipeline.resources.vector_index import DEFAULT_NUM_CANDIDATES
 
 from .common import OTHERS_SHARE_LIMIT, PROTOTYPE, OthersCpuShare, write_json
 from .vectors import clustered_vectors
@@ -176,7 +177,8 @@ def measure(n: int, queries: int, dim: int, log) -> dict:
         row["published"] = (resources_for(env)["vector_index"].live_version()
                             == report["index_version"])
     sweep = report["depth_sweep"]
-    at_default = next((p for p in sweep["points"] if p["depth"] == 128), None)
+    at_default = next((p for p in sweep["points"] if p["depth"] == DEFAULT_NUM_CANDIDATES),
+                      None)
     row.update({
         "index_params": report["index_params"], "target": report["target"],
         "chosen_depth": sweep["chosen"], "num_candidates": report["num_candidates"],
@@ -210,10 +212,11 @@ def table_lines(rows: list[dict]) -> list[str]:
              f"default embedded index. Goal: {', '.join(TIMED)} together under "
              f"{GOAL_S // 60} min, every process under {GOAL_MB // 1024} GiB (at 1M). "
              "Load: 1-minute average before the first step / after the last, and the share of "
-             "the CPU other processes used meanwhile (15% or more flags the row: its times are "
-             "inflated).", "",
+             f"the CPU other processes used meanwhile (above {OTHERS_SHARE_LIMIT:.0%} flags the "
+             "row: its times are inflated).", "",
              f"| indexed | {head} | graph s | largest MiB | index MiB | depth | Recall@10 "
-             "| p50 ms | at depth 128 | exact p50 ms | load | published | finished |",
+             f"| p50 ms | at depth {DEFAULT_NUM_CANDIDATES} | exact p50 ms | load | published "
+             "| finished |",
              "|---|" + "---|" * (len(STEPS) + 11)]
     for r in sorted(rows, key=lambda r: r["indexed"]):
         steps = " | ".join(f"{r['steps'][s]['wall_s']:.0f} / {r['steps'][s]['peak_rss_mb']:.0f}"

@@ -3,7 +3,7 @@
 Dagster checks run config against its schema (types, names) at launch, but the schema
 carries no pydantic constraints (k > 0, 0 < test_fraction < 1, num_candidates >= k), and
 asset jobs let config through for ops they do not hold. ``run_config_errors`` checks a run's
-whole config against ``OP_CONFIGS``, the explicit map from op name to config class: an op
+whole config against ``op_configs()``, the explicit map from op name to config class: an op
 name or field it does not know is refused by name, every config object is built, and the
 one ``k`` rule is applied. ``raw_posts`` calls it first, so a full run with a bad value
 fails in seconds, naming the op and the field.
