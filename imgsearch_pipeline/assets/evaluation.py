@@ -23,7 +23,7 @@ from ..run_config import k_error
 
 class GroundTruthConfig(dg.Config):
     # 10 = the report's k. Top-k selection is the cost beyond the matrix product: k=100
-    # measured 1.37x the bare matmul, k=10 1.21x (benchmarks/README.md). Raise it together
+    # measured 1.37x the bare matmul, k=10 1.21x-1.32x (benchmarks/README.md). Raise it together
     # with recall_report's k for recall@k beyond 10.
     k: int = Field(10, gt=0, description="Neighbours kept per query (reports use up to k).")
     buffer_mb: int = Field(
