@@ -13,7 +13,8 @@ timed). Then each step of the graph runs in a process of its own, through the co
 user runs (``dagster asset materialize --select <step>``, its asset checks included), with
 the deployment's default resources (the embedded profile's default index, whatever it is):
 ``search_index`` (build), ``ground_truth`` (exact KNN), ``recall_report`` (depth sweep,
-recall on every query, exact latency on a sample) and ``live_index`` (publish). Each
+recall on every query, ANN latency on the sample whose exact latency ``ground_truth``
+timed) and ``live_index`` (publish). Each
 step's wall time and peak RSS (the largest process of its tree: RUSAGE_CHILDREN) are
 recorded with the load average before and after, then the index size on disk and, from
 the recall report, the recall, the chosen search depth and its p50. Each size is merged into

@@ -1,6 +1,6 @@
 """Run the benchmark suite and write benchmarks/results/{report.md, results.json, machine.json}.
 
-    .venv/bin/python -m benchmarks.run            # full run (~1 hour on 2 cores, growth 41 min)
+    .venv/bin/python -m benchmarks.run            # full run (~40 min on 2 cores, growth 25)
     .venv/bin/python -m benchmarks.run --quick    # smaller sweep and fewer images
     .venv/bin/python -m benchmarks.run --only search,ground_truth
     .venv/bin/python -m benchmarks.run --strict   # refuse sections measured on a loaded machine

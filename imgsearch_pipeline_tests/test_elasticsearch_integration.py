@@ -214,7 +214,9 @@ def test_recall_at_10_of_the_hnsw_graph_against_exact_search(indices):
     ids = [f"g-{i:05d}" for i in range(len(documents))]
     chunks = [IndexBatch(ids=ids[i:i + 500], vectors=documents[i:i + 500])
               for i in range(0, len(ids), 500)]
-    assert index.build("v1", 64, chunks) == 2_500
+    indexed = []
+    assert index.build("v1", 64, chunks, on_indexed=indexed.append) == 2_500
+    assert sum(indexed) == 2_500  # every acknowledged document reported
     index.publish("v1")
     exact = np.argsort(-(queries @ documents.T), axis=1)[:, :10]  # the reference: brute force
     recalls = []
@@ -222,6 +224,10 @@ def test_recall_at_10_of_the_hnsw_graph_against_exact_search(indices):
         found = {hit.uuid for hit in index.search(query, 10, 128)}
         recalls.append(len(found & {ids[i] for i in truth}) / 10)
     assert np.mean(recalls) >= 0.99, f"mean recall@10 {np.mean(recalls):.4f} over {len(queries)} queries"
+    # the recall report's batches (one _msearch) answer as the searches one by one do
+    batch = index.search_many(queries[:20], 10, 128, version="v1")
+    alone = [index.search(query, 10, 128, version="v1") for query in queries[:20]]
+    assert [[h.uuid for h in hits] for hits in batch] == [[h.uuid for h in hits] for hits in alone]
 
 
 def test_mapping_and_settings_read_back_and_vectors_survive_outside_source(indices):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from elasticsearch import ApiError
 
+from imgsearch_pipeline.core import es_queries as q
 from imgsearch_pipeline.core.retry import with_retries
 from imgsearch_pipeline.resources.elasticsearch_index import (
     AliasTaken,
@@ -33,6 +34,7 @@ class StandIn(LocalHTTPServer):
     def __init__(self, rules: dict[tuple[str, str], list[tuple[int, dict]]]):
         self.rules = {key: list(answers) for key, answers in rules.items()}
         self.requests: list[tuple[float, str, str]] = []
+        self.bodies: list[tuple[str, bytes]] = []  # (path, request body)
         self.lock = threading.Lock()
         super().__init__(_Handler)
 
@@ -47,11 +49,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _handle(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         server: StandIn = self.server
         path = urlsplit(self.path).path
         with server.lock:
             server.requests.append((time.monotonic(), self.command, path))
+            server.bodies.append((path, body))
             answers = server.rules.get((self.command, path)) or [(404, {"error": "no rule"})]
             status, body = answers.pop(0) if len(answers) > 1 else answers[0]
         payload = json.dumps(body).encode()
@@ -168,3 +171,58 @@ def test_with_retries_backs_off_up_to_the_cap_and_stops_on_other_errors():
         with_retries(lambda: (_ for _ in ()).throw(ConnectionError("x")), 3, 1.0, lambda _: None,
                      retryable=lambda e: False, sleep=waits.append)
     assert len(waits) == 4
+
+
+def test_a_build_reports_each_acknowledged_document():
+    items = [{"index": {"_index": "imgsearch-v1", "_id": i, "status": 201}} for i in "abc"]
+    done = (200, {"acknowledged": True})
+    rules = {**GREEN, ("PUT", "/imgsearch-v1"): [done],
+             ("PUT", "/_bulk"): [(200, {"errors": False, "items": items})],
+             ("POST", "/_bulk"): [(200, {"errors": False, "items": items})],
+             ("PUT", "/imgsearch-v1/_settings"): [done],
+             ("POST", "/imgsearch-v1/_refresh"): [done],
+             ("POST", "/imgsearch-v1/_forcemerge"): [done],
+             ("GET", "/imgsearch-v1/_count"): [(200, {"count": 3})],
+             ("POST", "/imgsearch-v1/_count"): [(200, {"count": 3})]}
+    with StandIn(rules) as server:
+        batch = IndexBatch(ids=list("abc"), vectors=np.ones((3, 4), dtype=np.float32))
+        indexed = []
+        assert index_at(server.url).build("v1", 4, [batch], on_indexed=indexed.append) == 3
+    assert indexed == [1, 1, 1]
+
+
+def _hits(*ids: str) -> dict:
+    return {"hits": {"hits": [{"_id": i, "_score": 0.9, "_source": {"caption": i}} for i in ids]},
+            "status": 200}
+
+
+def test_a_batch_of_searches_is_one_msearch_of_header_and_body_lines():
+    answer = {"took": 3, "responses": [_hits("a", "b"), _hits("c")]}
+    with StandIn({**GREEN, ("POST", "/imgsearch-v1/_msearch"): [(200, answer)]}) as server:
+        vectors = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], dtype=np.float32)
+        found = index_at(server.url).search_many(vectors, 2, 50, version="v1")
+        (path, sent), = [(p, b) for p, b in server.bodies if p.endswith("_msearch")]
+    assert [[h.uuid for h in hits] for hits in found] == [["a", "b"], ["c"]]
+    assert found[0][0].score == pytest.approx(0.8) and found[0][0].caption == "a"
+    # NDJSON: an empty header, then the same body a single search sends, per vector
+    lines = sent.decode().splitlines()
+    assert sent.endswith(b"\n") and len(lines) == 4
+    assert [json.loads(lines[0]), json.loads(lines[2])] == [{}, {}]
+    for line, vector in zip(lines[1::2], vectors, strict=True):
+        assert json.loads(line) == q.knn_body(vector.tolist(), 2, 50)
+
+
+def test_a_failed_search_inside_an_msearch_is_an_error_not_an_empty_answer():
+    failed = {"error": {"type": "search_phase_execution_exception", "reason": "all shards failed"},
+              "status": 503}
+    missing = {"error": {"type": "index_not_found_exception", "reason": "no such index"},
+               "status": 404}
+    rules = {**GREEN,
+             ("POST", "/imgsearch-v1/_msearch"): [(200, {"responses": [_hits("a"), failed]})],
+             ("POST", "/imgsearch-v2/_msearch"): [(200, {"responses": [missing, missing]})]}
+    with StandIn(rules) as server:
+        index = index_at(server.url)
+        with pytest.raises(q.MultiSearchError, match="search 1 .* status 503: all shards failed"):
+            index.search_many(np.ones((2, 4), dtype=np.float32), 1, 10, version="v1")
+        with pytest.raises(LookupError, match="no index version"):
+            index.search_many(np.ones((2, 4), dtype=np.float32), 1, 10, version="v2")

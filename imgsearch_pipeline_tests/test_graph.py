@@ -46,6 +46,13 @@ def test_whole_graph(embedder, sample_dataset, tiny_siglip, tmp_path):
     assert report["queries"] == posts.test
     assert report["indexed"] == posts.train
     assert report["mean_recall"] == pytest.approx(_recomputed_recall(home, report["k"]))
+    # ground_truth timed the exact search on a sample; the report timed ANN on the same ones
+    timed = [ms is not None for ms in pq.read_table(
+        home / "tables" / "ground_truth.parquet").column("exact_ms").to_pylist()]
+    per_query = pq.read_table(home / "tables" / "reports" / "recall_per_query.parquet")
+    assert sum(timed) == min(200, posts.test) == report["exact_timed"] == report["ann_timed"]
+    assert [ms is not None for ms in per_query.column("ann_ms").to_pylist()] == timed
+    assert [ms is not None for ms in per_query.column("exact_ms").to_pylist()] == timed
     assert report["mean_recall"] >= 0.9
     assert json.loads((home / "tables/reports/recall_report.json").read_text()) == report
     index = FaissHnswIndex(root=str(home / "index"))

@@ -188,3 +188,43 @@ def test_a_version_searches_with_the_rerank_width_it_was_built_with(tmp_path):
     finally:
         serving.release("v1")
     assert asked == [3 * K] and len(hits) == K
+
+
+@pytest.mark.parametrize("codes", ["sq8", "flat"])
+def test_build_reports_vectors_as_they_enter_the_graph(tmp_path, monkeypatch, codes):
+    """Progress counts graph adds, not reads: a coded graph reads (spills) every batch
+    first and adds them afterwards, chunk by chunk; a flat graph adds each batch as read."""
+    from imgsearch_pipeline.resources import vector_index
+
+    monkeypatch.setattr(vector_index, "_ADD_CHUNK", 256)
+    events: list[tuple[str, int]] = []
+
+    def batches():
+        for i in range(0, N, 400):
+            events.append(("read", len(IDS[i:i + 400])))
+            yield IndexBatch(IDS[i:i + 400], CORPUS[i:i + 400])
+
+    index = FaissHnswIndex(root=str(tmp_path), codes=codes, m=16, ef_construction=100)
+    assert index.build("v1", DIM, batches(), on_indexed=lambda n: events.append(("added", n))) == N
+    added = [n for kind, n in events if kind == "added"]
+    assert sum(added) == N
+    last_read = max(i for i, (kind, _) in enumerate(events) if kind == "read")
+    if codes == "sq8":
+        assert added == [256] * (N // 256) + [N % 256]
+        assert all(kind == "read" for kind, _ in events[: last_read + 1])
+    else:
+        assert added == [400, 400, 400, 300]
+        assert events[1] == ("added", 400)  # the first batch is in the graph before the second is read
+
+
+@pytest.mark.parametrize("codes", ["sq8", "flat"])
+def test_a_batch_gets_the_answers_of_one_query_at_a_time(tmp_path, codes):
+    """``search_many`` (the recall count's batches, spread over faiss's threads) returns,
+    row by row, exactly what ``search`` returns for that row alone."""
+    index = _build(tmp_path / codes, codes)
+    for depth in (10, 40):
+        batch = index.search_many(QUERIES, K, depth, version="v1")
+        alone = [index.search(q, K, depth, version="v1") for q in QUERIES]
+        assert [[h.uuid for h in row] for row in batch] == [[h.uuid for h in row] for row in alone]
+        np.testing.assert_allclose([[h.score for h in row] for row in batch],
+                                   [[h.score for h in row] for row in alone], atol=1e-6)

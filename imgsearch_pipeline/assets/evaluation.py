@@ -8,14 +8,15 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from ..artifacts import EmbeddingSet, GroundTruth, IndexBuild, PostsTable
-from ..core.depth import candidate_depths, measure_depth, sweep_depths
+from ..core.depth import DepthPoint, candidate_depths, depth_point, sweep_depths
 from ..core.es_queries import MAX_NUM_CANDIDATES
-from ..core.evaluation import evaluate_queries, summarise, time_exact
+from ..core.evaluation import latency_sample, query_results, summarise, time_at, time_exact
 from ..core.knn import DEFAULT_BUFFER_BYTES, exact_knn
 from ..core.progress import Progress
+from ..core.recall import latency_summary
 from ..core.report import depth_figure_png, latency_figure_png, png_markdown, report_markdown
 from ..core.tables import atomic_path, read_table, write_table_atomic, write_text_atomic
-from ..core.vectors import read_vectors
+from ..core.vectors import read_vector_groups, read_vectors
 from ..resources.storage import PipelineHome
 from ..resources.vector_index import VectorIndex
 from ..run_config import k_error
@@ -31,6 +32,12 @@ class GroundTruthConfig(dg.Config):
         description="Memory of the score buffer in MiB: each matrix product scores as many "
                     "queries as fit against the whole train split (2,469 queries at 27k "
                     "vectors, 67 at 1M), so memory stays flat as the corpus grows.")
+    latency_sample: int | None = Field(
+        200, gt=0,
+        description="Time the exact search one query at a time on this many test queries, "
+                    "spread evenly (all when unset); recall_report times the ANN search on "
+                    "the same queries. One exact scan over 1M vectors takes ~0.1-0.2 s on "
+                    "2 cores.")
 
 
 @dg.asset(group_name="evaluation", kinds={"numpy", "parquet"})
@@ -41,9 +48,11 @@ def ground_truth(
     posts: PostsTable,
     home: PipelineHome,
 ) -> dg.Output[GroundTruth]:
-    """Exact top-k train neighbours of every test query, by batched matrix products."""
-    corpus_ids, corpus = read_vectors(image_embeddings.folder, posts.uuids("train"))
-    query_ids, queries = read_vectors(image_embeddings.folder, posts.uuids("test"))
+    """Exact top-k train neighbours of every test query, by batched matrix products; and
+    the exact search's latency, one query at a time, on a sample of them (the recall report
+    sets it beside the ANN latency: the corpus is in memory here, and only here)."""
+    (corpus_ids, corpus), (query_ids, queries) = read_vector_groups(
+        image_embeddings.folder, [posts.uuids("train"), posts.uuids("test")])
     progress = Progress("queries answered exactly", len(query_ids), context.log.info)
     neighbours: list[list[str]] = []
     scores: list[list[float]] = []
@@ -58,18 +67,34 @@ def ground_truth(
         neighbours = [[] for _ in query_ids]
         scores = [[] for _ in query_ids]
     context.log.info(progress.summary())
+    exact_s: list[float | None] = [None] * len(query_ids)
+    if len(query_ids) and len(corpus_ids):
+        positions = latency_sample(len(query_ids), config.latency_sample)
+        timing = Progress("exact searches timed", len(positions), context.log.info)
+        exact_s = time_exact(corpus, queries, config.k, positions,
+                             on_query=lambda: timing.advance(1))
+        context.log.info(timing.summary())
     table = pa.table({"query": query_ids, "neighbours": neighbours,
-                      "scores": pa.array(scores, pa.list_(pa.float32()))})
+                      "scores": pa.array(scores, pa.list_(pa.float32())),
+                      "exact_ms": pa.array([None if e is None else e * 1000 for e in exact_s],
+                                           pa.float64())})
     path = home.layout.ground_truth
     write_table_atomic(table, path)
     value = GroundTruth(path, config.k, len(query_ids), len(corpus_ids))
+    exact = latency_summary([e for e in exact_s if e is not None])
     return dg.Output(value, metadata={
         "queries": len(query_ids),
         "corpus": len(corpus_ids),
         "k": config.k,
         "seconds": round(progress.elapsed_s(), 2),
+        "exact_timed": sum(e is not None for e in exact_s),
+        "exact_p50_ms": dg.MetadataValue.float(round(exact["p50_ms"], 3)),
         "path": dg.MetadataValue.path(path),
     })
+
+
+# Queries per batch of the recall count (answers held per batch: k hits each).
+_SEARCH_BATCH = 1024
 
 
 class RecallReportConfig(dg.Config):
@@ -85,11 +110,6 @@ class RecallReportConfig(dg.Config):
         None, gt=0, description="Evaluate at this depth instead of sweeping for the smallest "
                                 "one that reaches the target.")
     max_queries: int | None = Field(None, gt=0, description="Evaluate only the first N queries.")
-    latency_sample: int | None = Field(
-        200, gt=0,
-        description="Time the exact search on this many queries spread over the test split "
-                    "(all when unset); recall and the ANN latency always cover every query. "
-                    "One exact scan over 1M vectors takes ~0.1-0.2 s on 2 cores.")
 
     @model_validator(mode="after")
     def _enough_candidates(self) -> "RecallReportConfig":
@@ -113,7 +133,6 @@ def recall_report(
     search_index: IndexBuild,
     ground_truth: GroundTruth,
     image_embeddings: EmbeddingSet,
-    posts: PostsTable,
     vector_index: VectorIndex,
     home: PipelineHome,
 ) -> dg.Output[dict]:
@@ -126,42 +145,49 @@ def recall_report(
     if problem := k_error(config.k, ground_truth.k):  # the stored truth may be older
         raise dg.Failure(problem)
     truth = read_table(ground_truth.path).to_pydict()
+    if "exact_ms" not in truth:
+        raise dg.Failure("the ground truth holds no exact-search timings (written by an older "
+                         "version): materialize ground_truth again")
     query_ids = truth["query"][: config.max_queries]
     expected = [n[: config.k] for n in truth["neighbours"][: config.max_queries]]
+    # The exact latency was timed by ground_truth (the one step holding the corpus) on a
+    # sample of the queries; the ANN search is timed on the same ones.
+    exact_s = [None if ms is None else ms / 1000 for ms in truth["exact_ms"][: config.max_queries]]
+    sample = np.flatnonzero([e is not None for e in exact_s])
     found_ids, queries = read_vectors(image_embeddings.folder, set(query_ids))
     order = {u: i for i, u in enumerate(found_ids)}
     queries = queries[[order[u] for u in query_ids]] if query_ids else queries
-    # The exact latency first, on a sample, so that the corpus (3 GB at 1M vectors) is
-    # dropped before the index is loaded: the two are never in memory together.
-    sampled = min(len(query_ids), config.latency_sample or len(query_ids))
-    progress = Progress("exact searches timed", sampled, context.log.info)
-    corpus = read_vectors(image_embeddings.folder, posts.uuids("train"))[1]
-    exact_s = time_exact(corpus, queries, config.k, config.latency_sample,
-                         on_query=lambda: progress.advance(1))
-    del corpus
-    context.log.info(progress.summary())
 
     def ann_at(vector: np.ndarray, depth: int) -> list[str]:
         return [h.uuid for h in vector_index.search(vector, config.k, depth,
                                                     version=search_index.version)]
 
     # The version's own search depth: the smallest that reaches the target on these queries.
+    # Each depth: recall on every query (in batches, on all cores), latency on the sample.
     depths = config.depths()
-    progress = Progress("searches timed (depth sweep, at most)", len(depths) * len(query_ids),
-                        context.log.info)
-    sweep = sweep_depths(
-        lambda depth: measure_depth(ann_at, queries, expected, config.k, depth,
-                                    on_query=lambda: progress.advance(1)),
-        depths, config.k, config.target)
+    progress = Progress("searches (depth sweep, at most)",
+                        len(depths) * (len(query_ids) + len(sample)), context.log.info)
+    passes: dict[int, tuple[list[list[str]], list[float | None]]] = {}
+
+    def measure(depth: int) -> DepthPoint:
+        answers = []
+        for start in range(0, len(queries), _SEARCH_BATCH):
+            hits = vector_index.search_many(queries[start:start + _SEARCH_BATCH], config.k,
+                                            depth, version=search_index.version)
+            answers += [[h.uuid for h in row] for row in hits]
+            progress.advance(len(hits))
+        seconds = time_at(lambda vector: ann_at(vector, depth), queries, sample,
+                          on_query=lambda: progress.advance(1))
+        passes[depth] = (answers, seconds)
+        return depth_point(depth, expected, answers, seconds, config.k)
+
+    sweep = sweep_depths(measure, depths, config.k, config.target)
     context.log.info(f"{progress.summary()}; {sweep.verdict()}")
     depth = sweep.best.depth
     if sweep.reached:
         vector_index.record_search_depth(search_index.version, sweep.record())
-
-    progress = Progress("ANN searches timed at that depth", len(query_ids), context.log.info)
-    results = evaluate_queries(queries, expected, lambda vector: ann_at(vector, depth), exact_s,
-                               config.k, on_query=lambda: progress.advance(1))
-    context.log.info(progress.summary())
+    answers, ann_s = passes[depth]
+    results = query_results(expected, answers, ann_s, exact_s, config.k)
 
     report = {
         **summarise(results, config.k),
@@ -179,7 +205,8 @@ def recall_report(
     per_query = pa.table({
         "query": query_ids,
         "recall": [r.recall for r in results],
-        "ann_ms": [r.ann_s * 1000 for r in results],
+        "ann_ms": pa.array([None if r.ann_s is None else r.ann_s * 1000 for r in results],
+                           pa.float64()),
         "exact_ms": pa.array([None if r.exact_s is None else r.exact_s * 1000 for r in results],
                              pa.float64()),
         "exact": expected,
@@ -190,7 +217,8 @@ def recall_report(
     markdown = report_markdown(report)
     png, depth_png = b"", b""
     if results:
-        png = latency_figure_png(np.array(per_query.column("ann_ms").to_pylist()),
+        png = latency_figure_png(np.array([r.ann_s * 1000 for r in results
+                                           if r.ann_s is not None]),
                                  np.array([r.exact_s * 1000 for r in results
                                            if r.exact_s is not None]))
         with atomic_path(layout.report("latency.png")) as temporary:

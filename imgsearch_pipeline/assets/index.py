@@ -33,6 +33,9 @@ def search_index(
     train = posts.uuids("train")
     fields = posts.display_fields()
     version = new_version(context.run_id)
+    # Reading and indexing are reported apart: a graph built from vectors spilled to disk
+    # first (faiss with coded vectors) reads them all in a minute, then adds them for long.
+    read = Progress("vectors read", len(train), context.log.info, every_s=30)
     progress = Progress("vectors indexed", len(train), context.log.info)
 
     def batches():
@@ -44,9 +47,10 @@ def search_index(
                 splits=["train"] * len(uuids),
                 shards=[str(fields[u].get("shard", "")) for u in uuids],
             )
-            progress.advance(len(uuids))
+            read.advance(len(uuids))
 
-    count = vector_index.build(version, image_embeddings.dim, batches())
+    count = vector_index.build(version, image_embeddings.dim, batches(),
+                               on_indexed=progress.advance)
     context.log.info(progress.summary())
     value = IndexBuild(version, vector_index.backend, count, image_embeddings.dim,
                        vector_index.params())

@@ -4,8 +4,9 @@
 Recall at a fixed depth falls as an index grows (at m=32, ef_construction=200 and depth 128:
 R@10 0.9985 at 27k vectors, 0.972 at 1M), so each new version measures its own curve over
 a short list of depths and keeps the first that reaches the target. Only ANN searches run
-in the sweep, one query at a time as a service runs them; the exact answers come from the
-ground truth, so the sweep costs a few passes of cheap searches next to the build.
+in the sweep (the exact answers come from the ground truth), so it costs a few passes of
+cheap searches next to the build: the recall report counts recall on every query, searched
+in batches, and times a sample of them one at a time, as a service runs them.
 """
 
 from collections.abc import Callable, Sequence
@@ -91,16 +92,24 @@ class DepthSweep:
                 "points": [asdict(p) for p in self.points]}
 
 
-def measure_depth(search: Callable[[np.ndarray, int], list[str]], queries: np.ndarray,
-                  truth: Sequence[Sequence[str]], k: int, depth: int, warmup: int = 5,
-                  on_query: Callable[[], None] | None = None) -> DepthPoint:
-    """Mean and lowest recall@k of ``search(vector, depth)`` against ``truth``, and its p50/p95."""
-    seconds, answers = time_each(lambda vector: search(vector, depth), queries, warmup, on_query)
+def depth_point(depth: int, truth: Sequence[Sequence[str]], answers: Sequence[list[str]],
+                seconds: Sequence[float | None], k: int) -> DepthPoint:
+    """Mean and lowest recall@k of ``answers`` (every query) against ``truth``, and the
+    p50/p95 of ``seconds`` (None: a query not timed)."""
     recalls = np.array([recall_at_k(t, a, k) for t, a in zip(truth, answers, strict=True)])
-    latency = latency_summary(seconds)
+    latency = latency_summary([s for s in seconds if s is not None])
     return DepthPoint(depth, float(recalls.mean()) if len(recalls) else float("nan"),
                       float(recalls.min()) if len(recalls) else float("nan"),
                       latency["p50_ms"], latency["p95_ms"])
+
+
+def measure_depth(search: Callable[[np.ndarray, int], list[str]], queries: np.ndarray,
+                  truth: Sequence[Sequence[str]], k: int, depth: int, warmup: int = 5,
+                  on_query: Callable[[], None] | None = None) -> DepthPoint:
+    """Recall and latency of ``search(vector, depth)``, every query searched and timed one
+    at a time (the index comparison's form; the recall report times a sample)."""
+    seconds, answers = time_each(lambda vector: search(vector, depth), queries, warmup, on_query)
+    return depth_point(depth, truth, answers, seconds, k)
 
 
 def sweep_depths(measure: Callable[[int], DepthPoint], depths: Sequence[int], k: int,

@@ -157,6 +157,33 @@ def parse_hits(response: dict[str, Any]) -> list[tuple[str, float, str | None]]:
     ]
 
 
+def msearch_items(bodies: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``_msearch``'s header/body pairs: an empty header (the index is the request's path)
+    before each search body (9.x spec: ``RequestItem = MultisearchHeader | SearchRequestBody``)."""
+    return [item for body in bodies for item in ({}, body)]
+
+
+class MultiSearchError(RuntimeError):
+    def __init__(self, position: int, status: Any, reason: Any):
+        super().__init__(f"search {position} of a multi-search failed with status {status}: "
+                         f"{reason}")
+        self.status = status
+
+
+def parse_msearch(response: dict[str, Any]) -> list[list[tuple[str, float, str | None]]]:
+    """Each search's hits in request order. A failed search comes back as an error item
+    (``ErrorResponseBase``) among the others: it raises, naming its position, status and
+    reason, rather than reading as a search that found nothing."""
+    answers = []
+    for position, item in enumerate(response["responses"]):
+        if "error" in item:
+            error = item["error"]
+            reason = error.get("reason") or error.get("type") if isinstance(error, dict) else error
+            raise MultiSearchError(position, item.get("status", "?"), reason)
+        answers.append(parse_hits(item))
+    return answers
+
+
 def alias_actions(alias: str, new_index: str, current: Iterable[str]) -> list[dict[str, Any]]:
     """One atomic ``update_aliases`` request: the alias leaves every index it is on and
     lands on ``new_index`` in the same step, so searches never see no index or two."""

@@ -14,8 +14,8 @@ from .similarity import similarities
 @dataclass
 class QueryResult:
     recall: float
-    ann_s: float
-    exact_s: float | None  # None: not in the exact-latency sample
+    ann_s: float | None  # None: not in the latency sample
+    exact_s: float | None  # None: not in the latency sample
     found: list[str]
 
 
@@ -42,63 +42,70 @@ def time_each(search: Callable[[np.ndarray], list[str]], queries: np.ndarray, wa
 
 def latency_sample(count: int, size: int | None) -> np.ndarray:
     """Positions of ``size`` of ``count`` queries spread evenly over them (all if None or
-    ``size >= count``), in order: the exact search is timed on these only."""
+    ``size >= count``), in order: the searches are timed on these only."""
     if size is None or size >= count:
         return np.arange(count)
     return np.unique(np.linspace(0, count - 1, num=size).round().astype(np.int64))
+
+
+def time_at(
+    search: Callable[[np.ndarray], object],
+    queries: np.ndarray,
+    positions: np.ndarray,
+    warmup: int = 5,
+    on_query: Callable[[], None] | None = None,
+) -> list[float | None]:
+    """Seconds of ``search`` on each query, one at a time, as a service runs them: timed on
+    the queries at ``positions`` (a ``latency_sample``), None for the others.
+
+    A latency is a property of the index and the corpus size more than of the query: a
+    sample of a few hundred gives the percentiles, while recall is counted on every query.
+    """
+    timed, _ = time_each(search, queries[positions], warmup, on_query)
+    seconds: list[float | None] = [None] * len(queries)
+    for position, elapsed in zip(np.asarray(positions).tolist(), timed, strict=True):
+        seconds[position] = elapsed
+    return seconds
 
 
 def time_exact(
     corpus: np.ndarray,
     queries: np.ndarray,
     k: int,
-    sample: int | None = None,
+    positions: np.ndarray,
     warmup: int = 5,
     on_query: Callable[[], None] | None = None,
 ) -> list[float | None]:
-    """Seconds of the exact search of each query, one at a time; timed on ``sample``
-    queries spread evenly (all when None), None for the others.
-
-    Its latency is a property of the corpus size, not of the query, and at 1M vectors each
-    exact scan costs ~0.1 s: a sample of a few hundred gives the percentiles. The caller may
-    drop the corpus afterwards (the recall report does, before it loads the index).
-    """
+    """Seconds of the exact search of the queries at ``positions`` (None for the others).
+    At 1M vectors each exact scan costs ~0.1-0.2 s on 2 cores."""
     corpus = np.ascontiguousarray(corpus, dtype=np.float32)
-    positions = latency_sample(len(queries), sample)
-    timed, _ = time_each(lambda vector: exact_search(corpus, vector, k), queries[positions],
-                         warmup, on_query)
-    seconds: list[float | None] = [None] * len(queries)
-    for position, elapsed in zip(positions.tolist(), timed, strict=True):
-        seconds[position] = elapsed
-    return seconds
+    return time_at(lambda vector: exact_search(corpus, vector, k), queries, positions,
+                   warmup, on_query)
 
 
-def evaluate_queries(
-    queries: np.ndarray,
+def query_results(
     truth: Sequence[Sequence[str]],
-    ann_search: Callable[[np.ndarray], list[str]],
+    answers: Sequence[list[str]],
+    ann_s: Sequence[float | None],
     exact_s: Sequence[float | None],
     k: int,
-    warmup: int = 5,
-    on_query: Callable[[], None] | None = None,
 ) -> list[QueryResult]:
-    """Recall of ``ann_search`` against ``truth`` and its latency on every query, one at a
-    time, beside each query's exact-search seconds from ``time_exact``.
+    """Each query's recall@k of its ANN answer against the exact one, with its ANN and
+    exact seconds where they were timed.
 
-    The ANN and exact passes run apart, as each would run in a service of its own:
+    The ANN and exact passes are timed apart, as each would run in a service of its own:
     interleaved, every exact scan would evict the HNSW graph from the CPU caches and bill
-    the ANN side for the exact side's memory traffic. ``on_query`` is called once per query.
+    the ANN side for the exact side's memory traffic.
     """
-    ann_s, found = time_each(ann_search, queries, warmup, on_query)
     return [
         QueryResult(recall_at_k(expected, hits, k), a, e, hits)
-        for expected, hits, a, e in zip(truth, found, ann_s, exact_s, strict=True)
+        for expected, hits, a, e in zip(truth, answers, ann_s, exact_s, strict=True)
     ]
 
 
 def summarise(results: Sequence[QueryResult], k: int) -> dict:
     recalls = np.array([r.recall for r in results])
-    ann = latency_summary([r.ann_s for r in results])
+    ann = latency_summary([r.ann_s for r in results if r.ann_s is not None])
     exact = latency_summary([r.exact_s for r in results if r.exact_s is not None])
     return {
         "k": k,
@@ -108,6 +115,7 @@ def summarise(results: Sequence[QueryResult], k: int) -> dict:
         "queries_below_1": int((recalls < 1.0).sum()),
         "ann_latency": ann,
         "exact_latency": exact,
+        "ann_timed": sum(r.ann_s is not None for r in results),
         "exact_timed": sum(r.exact_s is not None for r in results),
         "speedup_p50": exact["p50_ms"] / ann["p50_ms"] if ann["p50_ms"] > 0 else float("nan"),
     }

@@ -109,7 +109,8 @@ def report_markdown(report: dict) -> str:
 
 ## Latency per query (ms)
 
-ANN over all {report['queries']:,} queries; exact search timed on {timed:,} of them.
+Recall over all {report['queries']:,} queries; ANN and exact search each timed one query at
+a time on the same {timed:,} of them.
 
 | statistic | ANN | exact |
 |---|---|---|

@@ -5,7 +5,7 @@ checksum manifest: a part that does not match it is never read."""
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -119,25 +119,43 @@ def iter_vectors(
 def read_vectors(
     folder: Location, only: set[str] | None = None, parts: list[str] | None = None
 ) -> tuple[list[str], np.ndarray]:
-    """(uuids, matrix) of the verified parts, optionally only the uuids in ``only``.
+    """(uuids, matrix) of the verified parts, optionally only the uuids in ``only``."""
+    return read_vector_groups(folder, [only], parts)[0]
 
-    The matrix is allocated once for every row the parts hold (from their footers) and
+
+def read_vector_groups(
+    folder: Location, groups: Sequence[set[str] | None], parts: list[str] | None = None
+) -> list[tuple[list[str], np.ndarray]]:
+    """(uuids, matrix) of each group of uuids (None: every row) in one pass over the
+    verified parts: the train corpus and the test queries read together cost one read of
+    the set, not two.
+
+    Each matrix is allocated once for every row the parts hold (from their footers) and
     filled part by part: never the parts' blocks and their concatenation at once (at 1M x
-    768 that would be 6 GB for a 3 GB matrix). Rows left over (filtered out, duplicates)
+    768 that would be 6 GB for a 3 GB matrix). Rows left over (other groups, duplicates)
     are never written, so their pages are never touched and take no memory."""
     parts = embedding_parts(folder)[0] if parts is None else parts
     if not parts:
-        return [], np.zeros((0, 0), dtype=np.float32)
+        return [([], np.zeros((0, 0), dtype=np.float32)) for _ in groups]
     rows = sum(parquet_metadata(part).num_rows for part in parts)
     dim = read_schema(parts[0]).field("vector").type.list_size
-    matrix = np.empty((rows, dim), dtype=np.float32)
-    ids: list[str] = []
-    for uuids, block in iter_vectors(folder, only, parts):
-        matrix[len(ids) : len(ids) + len(uuids)] = block
-        ids += uuids
-    if not ids:
-        return [], np.zeros((0, 0), dtype=np.float32)
-    return ids, matrix[: len(ids)]
+    matrices = [np.empty((rows, dim), dtype=np.float32) for _ in groups]
+    ids: list[list[str]] = [[] for _ in groups]
+    seen: list[set[str]] = [set() for _ in groups]
+    for part in parts:
+        table = read_table(part, columns=["uuid", "vector"])
+        uuids = table.column("uuid").to_pylist()
+        block = to_matrix(table.column("vector"))
+        for group, matrix, taken, done in zip(groups, matrices, ids, seen, strict=True):
+            keep = [i for i, u in enumerate(uuids)
+                    if u not in done and (group is None or u in group)]
+            if not keep:
+                continue
+            done.update(uuids[i] for i in keep)
+            matrix[len(taken):len(taken) + len(keep)] = block[keep]
+            taken += [uuids[i] for i in keep]
+    return [(taken, matrix[: len(taken)]) if taken else ([], np.zeros((0, 0), dtype=np.float32))
+            for taken, matrix in zip(ids, matrices, strict=True)]
 
 
 def parts_fingerprint(parts: list[str], *labels: str) -> str:

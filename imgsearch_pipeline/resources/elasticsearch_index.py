@@ -171,7 +171,8 @@ class ElasticsearchIndex(VectorIndex):
 
     # -- building -----------------------------------------------------------------------
 
-    def build(self, version: str, dim: int, batches: Iterable[IndexBatch]) -> int:
+    def build(self, version: str, dim: int, batches: Iterable[IndexBatch],
+              on_indexed: Callable[[int], None] | None = None) -> int:
         from elasticsearch.helpers import streaming_bulk
 
         client = self.client()
@@ -210,6 +211,8 @@ class ElasticsearchIndex(VectorIndex):
                                            raise_on_error=False, max_retries=self.bulk_retries):
                 if not ok:
                     failures.append(q.bulk_failure(item))
+                elif on_indexed:
+                    on_indexed(1)
             if failures:
                 raise BulkIndexingError(index, failures, sent)
             self._retrying(lambda: client.indices.put_settings(index=index,
@@ -253,6 +256,29 @@ class ElasticsearchIndex(VectorIndex):
         except NotFoundError as exc:
             raise self._missing(target) from exc
         return [Hit(uuid, score, caption) for uuid, score, caption in q.parse_hits(response.body)]
+
+    def search_many(self, vectors, k, num_candidates, version=None) -> list[list[Hit]]:
+        """One ``_msearch`` request for all rows (the recall count's batches), not a round
+        trip per query."""
+        from elasticsearch import NotFoundError
+
+        target = self._index(version) if version else self._alias()
+        rows = np.asarray(vectors, dtype=np.float32)
+        bodies = [q.knn_body(row.ravel().tolist(), k, num_candidates, index_type=self.index_type,
+                             oversample=self.oversample) for row in rows.reshape(len(rows), -1)]
+        if not bodies:
+            return []
+        try:
+            response = self._retrying(lambda: self.client().msearch(
+                index=target, searches=q.msearch_items(bodies)))
+            answers = q.parse_msearch(response.body)
+        except NotFoundError as exc:
+            raise self._missing(target) from exc
+        except q.MultiSearchError as exc:  # a missing index fails each search, not the request
+            if exc.status == 404:
+                raise self._missing(target) from exc
+            raise
+        return [[Hit(uuid, score, caption) for uuid, score, caption in hits] for hits in answers]
 
     def count(self, version: str | None = None) -> int:
         from elasticsearch import NotFoundError

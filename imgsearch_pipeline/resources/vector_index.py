@@ -14,7 +14,7 @@ import json
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,8 +73,10 @@ class VectorIndex(dg.ConfigurableResource, ABC):
     def backend(self) -> str: ...
 
     @abstractmethod
-    def build(self, version: str, dim: int, batches: Iterable[IndexBatch]) -> int:
-        """Write a new version from batches; return its document count."""
+    def build(self, version: str, dim: int, batches: Iterable[IndexBatch],
+              on_indexed: Callable[[int], None] | None = None) -> int:
+        """Write a new version from batches; return its document count. ``on_indexed(n)``
+        is called as documents enter the index (which may be well after they are read)."""
 
     @abstractmethod
     def search(
@@ -85,6 +87,12 @@ class VectorIndex(dg.ConfigurableResource, ABC):
         version: str | None = None,
         search_filter: SearchFilter | None = None,
     ) -> list[Hit]: ...
+
+    def search_many(self, vectors: np.ndarray, k: int, num_candidates: int,
+                    version: str | None = None) -> list[list[Hit]]:
+        """``search`` for each row of ``vectors``, unfiltered: the same answers, in a batch
+        an index may spread over its cores (evaluation counts recall this way)."""
+        return [self.search(vector, k, num_candidates, version) for vector in vectors]
 
     @abstractmethod
     def count(self, version: str | None = None) -> int: ...
@@ -146,8 +154,10 @@ _LOADED_LOCK = threading.Lock()
 # coded forms re-rank on the float vectors (VECTORS_FILE), memory-mapped from disk.
 INDEX_CODES = ("flat", "sq8", "fp16")
 VECTORS_FILE = "vectors.f32"
-# Vectors the build reads at a time from VECTORS_FILE (training sample and adds).
+# The codes' training sample, read from VECTORS_FILE; and the vectors added to the graph at
+# a time (a progress report each: at 1M vectors on 2 cores, about every 50 s).
 _BUILD_CHUNK = 65_536
+_ADD_CHUNK = 32_768
 
 
 def _new_faiss_index(codes: str, dim: int, m: int, ef_construction: int):
@@ -257,7 +267,8 @@ class FaissHnswIndex(VectorIndex):
     def params(self) -> dict[str, object]:
         return {**super().params(), "codes": self.codes, "rerank_factor": self.rerank_factor}
 
-    def build(self, version: str, dim: int, batches: Iterable[IndexBatch]) -> int:
+    def build(self, version: str, dim: int, batches: Iterable[IndexBatch],
+              on_indexed: Callable[[int], None] | None = None) -> int:
         import faiss
 
         if self.rerank_factor < 1:
@@ -284,9 +295,14 @@ class FaissHnswIndex(VectorIndex):
                 shards.extend(batch.shards or [""] * len(batch.ids))
                 yield vectors
 
+        def add(vectors: np.ndarray) -> None:
+            index.add(vectors)
+            if on_indexed:
+                on_indexed(len(vectors))
+
         if self.codes == "flat":
             for vectors in accepted():
-                index.add(vectors)
+                add(vectors)
         else:
             # The float vectors go to disk first (the re-rank reads them there); the codes'
             # ranges are trained on a sample of them, then the graph is added in chunks, so
@@ -299,8 +315,8 @@ class FaissHnswIndex(VectorIndex):
                 if len(ids):
                     step = max(1, len(ids) // _BUILD_CHUNK)
                     index.train(np.ascontiguousarray(vectors[::step][:_BUILD_CHUNK]))
-                for start in range(0, len(ids), _BUILD_CHUNK):
-                    index.add(np.ascontiguousarray(vectors[start:start + _BUILD_CHUNK]))
+                for start in range(0, len(ids), _ADD_CHUNK):
+                    add(np.ascontiguousarray(vectors[start:start + _ADD_CHUNK]))
                 del vectors
             files.append(VECTORS_FILE)
         with atomic_path(folder / "index.faiss") as temporary:
@@ -340,20 +356,36 @@ class FaissHnswIndex(VectorIndex):
             params = faiss.SearchParametersHNSW()
             params.efSearch = max(num_candidates, k)
             params.sel = loaded.selector(search_filter)
-        query = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        return self._answers(loaded, np.asarray(vector).reshape(1, -1), k, params)[0]
+
+    def search_many(self, vectors, k, num_candidates, version=None) -> list[list[Hit]]:
+        loaded = self._load(version)
+        return self._answers(loaded, np.asarray(vectors).reshape(-1, loaded.index.d), k,
+                             loaded.search_params(max(num_candidates, k)))
+
+    def _answers(self, loaded: _LoadedVersion, queries: np.ndarray, k: int, params
+                 ) -> list[list[Hit]]:
+        """The hits of each query row; faiss spreads a batch of rows over its threads."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
         if loaded.vectors is None:
-            scores, positions = loaded.index.search(query, k, params=params)
-            pairs = zip(scores[0].tolist(), positions[0].tolist(), strict=True)
-        else:
-            # The graph's best candidates by their codes, then exact scores on the floats.
-            factor = loaded.rerank_factor or self.rerank_factor
-            wanted = min(params.efSearch, max(k, factor * k))
-            _, positions = loaded.index.search(query, wanted, params=params)
-            found = np.sort(positions[0][positions[0] >= 0])  # in file order: fewer seeks
-            exact = similarities(query, loaded.vectors[found])[0]
+            scores, positions = loaded.index.search(queries, k, params=params)
+            return [self._hits(loaded, s, p) for s, p in zip(scores, positions, strict=True)]
+        # The graph's best candidates by their codes, then exact scores on the floats.
+        factor = loaded.rerank_factor or self.rerank_factor
+        wanted = min(params.efSearch, max(k, factor * k))
+        _, candidates = loaded.index.search(queries, wanted, params=params)
+        answers = []
+        for query, row in zip(queries, candidates, strict=True):
+            found = np.sort(row[row >= 0])  # in file order: fewer seeks
+            exact = similarities(query.reshape(1, -1), loaded.vectors[found])[0]
             order = np.argsort(-exact, kind="stable")[:k]
-            pairs = zip(exact[order].tolist(), found[order].tolist(), strict=True)
-        return [Hit(loaded.ids[p], float(s), loaded.captions[p]) for s, p in pairs if p >= 0]
+            answers.append(self._hits(loaded, exact[order], found[order]))
+        return answers
+
+    @staticmethod
+    def _hits(loaded: _LoadedVersion, scores: np.ndarray, positions: np.ndarray) -> list[Hit]:
+        return [Hit(loaded.ids[p], float(s), loaded.captions[p])
+                for s, p in zip(scores.tolist(), positions.tolist(), strict=True) if p >= 0]
 
     def count(self, version: str | None = None) -> int:
         return int(self._load(version).index.ntotal)
