@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pydantic
@@ -151,3 +152,27 @@ def test_the_reindex_job_checks_its_run_config_in_its_first_step(sample_dataset,
     assert "recall_report: k: Input should be greater than 0" in \
         failures[0].step_failure_data.error.message
     assert not (tmp_path / "var" / "tables" / "embeddings").exists()
+
+
+def test_s3_settings_come_from_the_environment_through_the_resources():
+    from imgsearch_pipeline.core import shards
+    from imgsearch_pipeline.resources.environment import ConfigurationError, s3_settings
+
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "IMGSEARCH_S3_ENDPOINT": "http://127.0.0.1:7",
+           "AWS_DEFAULT_REGION": "eu-west-3", "IMGSEARCH_S3_MAX_ATTEMPTS": "3"}
+    assert s3_settings(env) == shards.S3Settings("http://127.0.0.1:7", "eu-west-3", 3)
+    assert s3_settings({}) == shards.S3Settings(None, "us-east-1", shards.S3_MAX_ATTEMPTS)
+    with pytest.raises(ConfigurationError, match="IMGSEARCH_S3_MAX_ATTEMPTS='0' is not allowed"):
+        s3_settings({"IMGSEARCH_S3_MAX_ATTEMPTS": "0"})
+    # tables at s3:// follow what the loaded resources configured, not a default of core's
+    assert shards._s3_settings is s3_settings
+    filesystem, path = shards.open_location("s3://bucket/tables", s3_settings(env))
+    assert path == "bucket/tables" and filesystem.region == "eu-west-3"
+
+
+def test_core_reads_no_environment_and_imports_no_dagster():
+    core = Path(__file__).parent.parent / "imgsearch_pipeline" / "core"
+    for module in core.glob("*.py"):
+        text = module.read_text()
+        assert "os.environ" not in text and "getenv" not in text, module.name
+        assert "import dagster" not in text and "from dagster" not in text, module.name

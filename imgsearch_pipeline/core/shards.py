@@ -1,8 +1,7 @@
 """Reading Hugging Face-layout parquet shards in bounded batches."""
 
 import functools
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -24,33 +23,40 @@ class Shard:
     fingerprint: str  # size and mtime: a changed file gets a new fingerprint
 
 
-# Where an S3-compatible server (MinIO, moto) is, when not AWS itself; first one set wins.
-# Tries per S3 request, the first included (IMGSEARCH_S3_MAX_ATTEMPTS): boto3 and pyarrow alike.
+# Tries per S3 request, the first included: boto3 and pyarrow alike.
 S3_MAX_ATTEMPTS = 8
-S3_ENDPOINT_VARIABLES = ("IMGSEARCH_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
-def s3_endpoint(environ: Mapping[str, str] | None = None) -> str | None:
-    env = os.environ if environ is None else environ
-    return next((env[name] for name in S3_ENDPOINT_VARIABLES if env.get(name)), None)
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach S3: an S3-compatible server (MinIO, moto) at ``endpoint``, else AWS."""
+
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    max_attempts: int = S3_MAX_ATTEMPTS
 
 
-def s3_filesystem(endpoint: str, environ: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
+# Where a process's S3 settings come from. core reads no environment: the resources set
+# this (``resources.environment`` reads the variables at each call) when they are loaded.
+_s3_settings: Callable[[], S3Settings] = S3Settings
+
+
+def configure_s3(settings: Callable[[], S3Settings]) -> None:
+    global _s3_settings
+    _s3_settings = settings
+
+
+def s3_filesystem(settings: S3Settings) -> pafs.S3FileSystem:
     """An S3 filesystem on a custom endpoint such as ``http://127.0.0.1:9000``.
 
     Credentials come from the usual AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY);
     addressing is path-style, which MinIO and moto need.
     """
-    env = os.environ if environ is None else environ
+    endpoint = settings.endpoint or ""
     parsed = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError(f"S3 endpoint must look like http(s)://host:port, got {endpoint!r}")
-    attempts = env.get("IMGSEARCH_S3_MAX_ATTEMPTS") or str(S3_MAX_ATTEMPTS)
-    if not attempts.isdigit() or int(attempts) < 1:
-        raise ValueError(f"IMGSEARCH_S3_MAX_ATTEMPTS must be a whole number >= 1, got {attempts!r}")
-    return _s3_filesystem(parsed.netloc, parsed.scheme,
-                          env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-                          int(attempts))
+    return _s3_filesystem(parsed.netloc, parsed.scheme, settings.region, settings.max_attempts)
 
 
 @functools.lru_cache(maxsize=16)
@@ -66,21 +72,20 @@ def _s3_filesystem(netloc: str, scheme: str, region: str, attempts: int) -> pafs
     )
 
 
-def open_location(location: str, environ: Mapping[str, str] | None = None
-                  ) -> tuple[pafs.FileSystem, str]:
+def open_location(location: str, s3: S3Settings | None = None) -> tuple[pafs.FileSystem, str]:
     """A filesystem and path for a local folder or an ``s3://`` / ``file://`` URI.
 
-    ``s3://bucket/prefix`` goes to the endpoint named by IMGSEARCH_S3_ENDPOINT (or
-    AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) when one is set, else to AWS; options written
-    in the URI itself (``?endpoint_override=...``) are left to pyarrow.
+    ``s3://bucket/prefix`` goes to the S3 settings' endpoint (``s3``, else the process's:
+    ``configure_s3``) when one is set, else to AWS; options written in the URI itself
+    (``?endpoint_override=...``) are left to pyarrow.
     """
     if location.startswith("s3://") and "?" not in location:
-        endpoint = s3_endpoint(environ)
-        if endpoint:
+        settings = s3 or _s3_settings()
+        if settings.endpoint:
             path = location[len("s3://"):].strip("/")
             if not path:
                 raise ValueError(f"dataset location names no bucket: {location!r}")
-            return s3_filesystem(endpoint, environ), path
+            return s3_filesystem(settings), path
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
     return pafs.LocalFileSystem(), location

@@ -1,9 +1,15 @@
 """Settings read from the environment: the error for a bad one, and deferred secrets."""
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+
+from ..core.shards import S3_MAX_ATTEMPTS, S3Settings, configure_s3
+
+# Where an S3-compatible server (MinIO, moto) is, when not AWS itself; first one set wins.
+S3_ENDPOINT_VARIABLES = ("IMGSEARCH_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
 class ConfigurationError(ValueError):
@@ -40,3 +46,19 @@ def resolved(value: Any) -> Any:
     """The value of a resource field that may still be a ``dg.EnvVar``: Dagster resolves
     those when a run starts, but the API uses resources as constructed."""
     return value.get_value() if isinstance(value, dg.EnvVar) else value
+
+
+def s3_settings(environ: Mapping[str, str] | None = None) -> S3Settings:
+    """S3's endpoint (IMGSEARCH_S3_ENDPOINT, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL; none:
+    AWS), region (AWS_REGION / AWS_DEFAULT_REGION) and tries per request
+    (IMGSEARCH_S3_MAX_ATTEMPTS), for the boto3 client and the tables' pyarrow filesystem alike."""
+    env = os.environ if environ is None else environ
+    return S3Settings(
+        endpoint=next((env[name] for name in S3_ENDPOINT_VARIABLES if env.get(name)), None),
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        max_attempts=env_int(env, "IMGSEARCH_S3_MAX_ATTEMPTS", S3_MAX_ATTEMPTS, minimum=1))
+
+
+# Tables at s3:// locations (core.tables) reach S3 as this process's environment says, read
+# at each use: every process that loads the resources (code server, run workers, the API).
+configure_s3(s3_settings)

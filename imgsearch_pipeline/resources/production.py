@@ -30,9 +30,8 @@ from collections.abc import Mapping
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from ..core.shards import S3_MAX_ATTEMPTS, s3_endpoint
 from .elasticsearch_index import ElasticsearchIndex
-from .environment import ConfigurationError, env_int
+from .environment import ConfigurationError, env_int, s3_settings
 from .s3_store import S3ObjectStore
 
 REQUIRED = ("IMGSEARCH_ES_URL", "IMGSEARCH_S3_BUCKET")
@@ -67,18 +66,19 @@ def production_backends(environ: Mapping[str, str] | None = None) -> dict[str, o
             replicas=env_int(env, "IMGSEARCH_ES_REPLICAS", 0),
             ready_timeout_s=env_int(env, "IMGSEARCH_ES_READY_TIMEOUT_S", 120, minimum=1),
         )
+        s3 = s3_settings(env)
         object_store = S3ObjectStore(
             s3=S3Resource(
-                endpoint_url=s3_endpoint(env),
-                region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+                endpoint_url=s3.endpoint,
+                region_name=s3.region,
                 aws_access_key_id=_secret(env, "AWS_ACCESS_KEY_ID"),
                 aws_secret_access_key=_secret(env, "AWS_SECRET_ACCESS_KEY"),
                 aws_session_token=_secret(env, "AWS_SESSION_TOKEN"),
-                max_attempts=env_int(env, "IMGSEARCH_S3_MAX_ATTEMPTS", S3_MAX_ATTEMPTS, minimum=1),
+                max_attempts=s3.max_attempts,
             ),
             bucket=env["IMGSEARCH_S3_BUCKET"],
             # MinIO behind a plain host name needs path-style; AWS prefers virtual hosts.
-            addressing_style="path" if s3_endpoint(env) else "auto",
+            addressing_style="path" if s3.endpoint else "auto",
             prefix=env.get("IMGSEARCH_S3_PREFIX", "imgsearch"),
             public_endpoint_url=env.get("IMGSEARCH_S3_PUBLIC_ENDPOINT") or None,
             retry_mode=env.get("IMGSEARCH_S3_RETRY_MODE", "standard"),
