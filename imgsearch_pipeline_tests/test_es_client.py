@@ -209,7 +209,11 @@ def test_a_batch_of_searches_is_one_msearch_of_header_and_body_lines():
     assert sent.endswith(b"\n") and len(lines) == 4
     assert [json.loads(lines[0]), json.loads(lines[2])] == [{}, {}]
     for line, vector in zip(lines[1::2], vectors, strict=True):
-        assert json.loads(line) == q.knn_body(vector.tolist(), 2, 50)
+        body = json.loads(line)
+        assert body == q.knn_body(vector.tolist(), 2, 50)
+        # a SearchRequestBody with a top-level knn section (9.x spec), as one search sends
+        assert body["knn"]["query_vector"] == vector.tolist()
+        assert (body["knn"]["k"], body["knn"]["num_candidates"], body["size"]) == (2, 50, 2)
 
 
 def test_a_failed_search_inside_an_msearch_is_an_error_not_an_empty_answer():
@@ -226,3 +230,6 @@ def test_a_failed_search_inside_an_msearch_is_an_error_not_an_empty_answer():
             index.search_many(np.ones((2, 4), dtype=np.float32), 1, 10, version="v1")
         with pytest.raises(LookupError, match="no index version"):
             index.search_many(np.ones((2, 4), dtype=np.float32), 1, 10, version="v2")
+        # a 404 for the whole request (the stand-in knows no v3) reads the same
+        with pytest.raises(LookupError, match="no index version"):
+            index.search_many(np.ones((2, 4), dtype=np.float32), 1, 10, version="v3")

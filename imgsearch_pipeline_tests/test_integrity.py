@@ -124,21 +124,21 @@ def test_read_vectors_filters_and_keeps_the_first_copy_of_a_uuid(tmp_path):
     assert read_vectors(tmp_path, only={"missing"})[1].shape == (0, 0)
 
 
-def test_vector_groups_come_from_one_pass_with_the_answers_of_separate_reads(tmp_path, monkeypatch):
+def test_vector_groups_come_from_one_pass_with_the_rows_written(tmp_path, monkeypatch):
     from imgsearch_pipeline.core import vectors as vectors_module
 
-    _part(tmp_path, ["a", "b", "c"], seed=1)
-    _part(tmp_path, ["c", "d", "e"], seed=2)
+    _, first = _part(tmp_path, ["a", "b", "c"], seed=1)
+    _, second = _part(tmp_path, ["c", "d", "e"], seed=2)  # c again: the first part's c wins
+    written = {"a": first[0], "b": first[1], "c": first[2], "d": second[1], "e": second[2]}
     train, test = {"a", "c", "e"}, {"b", "d", "missing"}
-    separate = [read_vectors(tmp_path, only=train), read_vectors(tmp_path, only=test),
-                read_vectors(tmp_path)]
     reads = []
     real = vectors_module.read_table
     monkeypatch.setattr(vectors_module, "read_table",
                         lambda *a, **kw: reads.append(a[0]) or real(*a, **kw))
     together = vectors_module.read_vector_groups(tmp_path, [train, test, None])
     assert len(reads) == 2  # each part once, for all three groups
-    for (ids, matrix), (alone_ids, alone) in zip(together, separate, strict=True):
-        assert ids == alone_ids
-        np.testing.assert_array_equal(matrix, alone)
+    expected = [["a", "c", "e"], ["b", "d"], ["a", "b", "c", "d", "e"]]
+    for (ids, matrix), names in zip(together, expected, strict=True):
+        assert ids == names
+        np.testing.assert_array_equal(matrix, np.stack([written[n] for n in names]))
     assert vectors_module.read_vector_groups(tmp_path, [{"missing"}])[0][1].shape == (0, 0)

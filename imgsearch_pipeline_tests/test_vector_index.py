@@ -222,6 +222,9 @@ def test_a_batch_gets_the_answers_of_one_query_at_a_time(tmp_path, codes):
     """``search_many`` (the recall count's batches, spread over faiss's threads) returns,
     row by row, exactly what ``search`` returns for that row alone."""
     index = _build(tmp_path / codes, codes)
+    # at full depth the batch is exact: numpy's brute force is the reference
+    full = index.search_many(QUERIES, K, N, version="v1")
+    assert [[h.uuid for h in row] for row in full] == [_exact(q)[0] for q in QUERIES]
     for depth in (10, 40):
         batch = index.search_many(QUERIES, K, depth, version="v1")
         alone = [index.search(q, K, depth, version="v1") for q in QUERIES]

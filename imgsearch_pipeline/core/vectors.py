@@ -103,17 +103,29 @@ def iter_vectors(
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     """(uuids, matrix) part by part, each uuid once, optionally only the uuids in ``only``;
     only the parts whose checksums match (or the already verified ``parts``)."""
-    seen: set[str] = set()
+    for ((uuids, matrix),) in _iter_groups(folder, [only], parts):
+        if uuids:
+            yield uuids, matrix
+
+
+def _iter_groups(
+    folder: Location, groups: Sequence[set[str] | None], parts: list[str] | None
+) -> Iterator[list[tuple[list[str], np.ndarray]]]:
+    """Per verified part, read once: each group's (uuids, rows) in it (None: every row),
+    each uuid once per group (the first part holding it wins)."""
+    seen: list[set[str]] = [set() for _ in groups]
     for part in embedding_parts(folder)[0] if parts is None else parts:
         table = read_table(part, columns=["uuid", "vector"])
         uuids = table.column("uuid").to_pylist()
-        keep = [i for i, u in enumerate(uuids)
-                if u not in seen and (only is None or u in only)]
-        if not keep:
-            continue
-        seen.update(uuids[i] for i in keep)
-        matrix = to_matrix(table.column("vector"))[keep]
-        yield [uuids[i] for i in keep], matrix
+        keeps = [[i for i, u in enumerate(uuids) if u not in done and (group is None or u in group)]
+                 for group, done in zip(groups, seen, strict=True)]
+        block = to_matrix(table.column("vector")) if any(keeps) else None
+        found = []
+        for keep, done in zip(keeps, seen, strict=True):
+            taken = [uuids[i] for i in keep]
+            done.update(taken)
+            found.append((taken, block[keep] if keep else np.zeros((0, 0), dtype=np.float32)))
+        yield found
 
 
 def read_vectors(
@@ -141,19 +153,11 @@ def read_vector_groups(
     dim = read_schema(parts[0]).field("vector").type.list_size
     matrices = [np.empty((rows, dim), dtype=np.float32) for _ in groups]
     ids: list[list[str]] = [[] for _ in groups]
-    seen: list[set[str]] = [set() for _ in groups]
-    for part in parts:
-        table = read_table(part, columns=["uuid", "vector"])
-        uuids = table.column("uuid").to_pylist()
-        block = to_matrix(table.column("vector"))
-        for group, matrix, taken, done in zip(groups, matrices, ids, seen, strict=True):
-            keep = [i for i, u in enumerate(uuids)
-                    if u not in done and (group is None or u in group)]
-            if not keep:
-                continue
-            done.update(uuids[i] for i in keep)
-            matrix[len(taken):len(taken) + len(keep)] = block[keep]
-            taken += [uuids[i] for i in keep]
+    for found in _iter_groups(folder, groups, parts):
+        for (uuids, block), matrix, taken in zip(found, matrices, ids, strict=True):
+            if uuids:
+                matrix[len(taken):len(taken) + len(uuids)] = block
+                taken += uuids
     return [(taken, matrix[: len(taken)]) if taken else ([], np.zeros((0, 0), dtype=np.float32))
             for taken, matrix in zip(ids, matrices, strict=True)]
 

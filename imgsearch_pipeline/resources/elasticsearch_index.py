@@ -246,11 +246,8 @@ class ElasticsearchIndex(VectorIndex):
     ) -> list[Hit]:
         from elasticsearch import NotFoundError
 
-        target = self._index(version) if version else self._alias()
-        search_filter = search_filter or SearchFilter()
-        body = q.knn_body(np.asarray(vector, dtype=np.float32).ravel().tolist(), k, num_candidates,
-                          search_filter.caption_words, search_filter.split, self.index_type,
-                          self.oversample)
+        target = self._target(version)
+        body = self._knn_body(vector, k, num_candidates, search_filter or SearchFilter())
         try:
             response = self._retrying(lambda: self.client().search(index=target, body=body))
         except NotFoundError as exc:
@@ -262,10 +259,10 @@ class ElasticsearchIndex(VectorIndex):
         trip per query."""
         from elasticsearch import NotFoundError
 
-        target = self._index(version) if version else self._alias()
+        target = self._target(version)
         rows = np.asarray(vectors, dtype=np.float32)
-        bodies = [q.knn_body(row.ravel().tolist(), k, num_candidates, index_type=self.index_type,
-                             oversample=self.oversample) for row in rows.reshape(len(rows), -1)]
+        bodies = [self._knn_body(row, k, num_candidates, SearchFilter())
+                  for row in rows.reshape(len(rows), -1)]
         if not bodies:
             return []
         try:
@@ -280,10 +277,19 @@ class ElasticsearchIndex(VectorIndex):
             raise
         return [[Hit(uuid, score, caption) for uuid, score, caption in hits] for hits in answers]
 
+    def _target(self, version: str | None) -> str:
+        """The version's index, or the live alias."""
+        return self._index(version) if version else self._alias()
+
+    def _knn_body(self, vector, k: int, num_candidates: int, search_filter: SearchFilter) -> dict:
+        return q.knn_body(np.asarray(vector, dtype=np.float32).ravel().tolist(), k, num_candidates,
+                          search_filter.caption_words, search_filter.split, self.index_type,
+                          self.oversample)
+
     def count(self, version: str | None = None) -> int:
         from elasticsearch import NotFoundError
 
-        target = self._index(version) if version else self._alias()
+        target = self._target(version)
         try:
             return int(self._retrying(lambda: self.client().count(index=target))["count"])
         except NotFoundError as exc:
