@@ -27,13 +27,27 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def cpu_seconds(stat_line: str, tick: int) -> tuple[float, float]:
+    """(busy, all) CPU seconds from /proc/stat's first line (``cpu user nice system idle
+    iowait irq softirq steal ...``, in clock ticks)."""
+    fields = [int(x) for x in stat_line.split()[1:9]]
+    # user nice system idle iowait irq softirq steal: idle and iowait are not busy
+    return (sum(fields) - fields[3] - fields[4]) / tick, sum(fields) / tick
+
+
+def others_share(machine_before: tuple[float, float], machine_after: tuple[float, float],
+                 own_before: float, own_after: float) -> float:
+    """The share of the machine's CPU time (all cores) between two (busy, all) readings
+    that processes other than this one (and the children it waited for) kept busy."""
+    elapsed = machine_after[1] - machine_before[1]
+    others = (machine_after[0] - machine_before[0]) - (own_after - own_before)
+    return min(1.0, max(0.0, others / elapsed)) if elapsed > 0 else 0.0
+
+
 def _machine_cpu_seconds() -> tuple[float, float]:
     """(busy, all) CPU seconds of the whole machine since boot, from /proc/stat."""
     with open("/proc/stat") as stat:
-        fields = [int(x) for x in stat.readline().split()[1:9]]
-    # user nice system idle iowait irq softirq steal: idle and iowait are not busy
-    tick = os.sysconf("SC_CLK_TCK")
-    return (sum(fields) - fields[3] - fields[4]) / tick, sum(fields) / tick
+        return cpu_seconds(stat.readline(), os.sysconf("SC_CLK_TCK"))
 
 
 def _own_cpu_seconds() -> float:
@@ -46,14 +60,11 @@ class OthersCpuShare:
     """The share of the machine's CPU time other processes used since this was made."""
 
     def __init__(self) -> None:
-        self._busy, self._all = _machine_cpu_seconds()
+        self._machine = _machine_cpu_seconds()
         self._own = _own_cpu_seconds()
 
     def share(self) -> float:
-        busy, total = _machine_cpu_seconds()
-        elapsed = total - self._all
-        others = (busy - self._busy) - (_own_cpu_seconds() - self._own)
-        return min(1.0, max(0.0, others / elapsed)) if elapsed > 0 else 0.0
+        return others_share(self._machine, _machine_cpu_seconds(), self._own, _own_cpu_seconds())
 
 
 def load_now(others_share: float) -> dict:

@@ -13,12 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from imgsearch_pipeline.assets.embeddings import EmbeddingConfig
 from imgsearch_pipeline.core.embedding import embed_in_batches
 from imgsearch_pipeline.core.images import DEFAULT_MAX_PIXELS, load_rgb
 from imgsearch_pipeline.resources.embedders import ColorTextureEmbedder, SiglipEmbedder
+from imgsearch_pipeline.resources.embedders.siglip import load_siglip
 from imgsearch_pipeline.resources.object_store import LocalObjectStore
-from imgsearch_pipeline.resources.siglip import load_siglip
+from imgsearch_pipeline.run_config import EmbeddingConfig
 from imgsearch_pipeline_tests.tiny_models import (
     FULL_SIZE_TEXT,
     FULL_SIZE_VISION,

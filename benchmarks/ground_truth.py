@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from imgsearch_pipeline.assets.evaluation import GroundTruthConfig
 from imgsearch_pipeline.core.knn import exact_knn, queries_per_batch
+from imgsearch_pipeline.run_config import GroundTruthConfig
 
 from .common import best_of
 

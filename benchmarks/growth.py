@@ -174,8 +174,9 @@ def measure(n: int, queries: int, dim: int, log) -> dict:
                 row["index_mb"] = folder_mb(layout.index)
         report = json.loads(Path(layout.report("recall_report.json")).read_text())
         from imgsearch_pipeline.resources.profiles import resources_for
+        from imgsearch_pipeline.settings import Settings
 
-        row["published"] = (resources_for(env)["vector_index"].live_version()
+        row["published"] = (resources_for(Settings.read(env))["vector_index"].live_version()
                             == report["index_version"])
     sweep = report["depth_sweep"]
     at_default = next((p for p in sweep["points"] if p["depth"] == DEFAULT_NUM_CANDIDATES),

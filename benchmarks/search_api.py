@@ -21,6 +21,7 @@ import httpx
 import pyarrow.parquet as pq
 
 from imgsearch_pipeline.resources.profiles import resources_for
+from imgsearch_pipeline.settings import Settings
 
 from .common import percentiles_ms
 
@@ -57,7 +58,7 @@ def main() -> int:
     args = parser.parse_args()
 
     env = {**os.environ, "IMGSEARCH_EMBEDDER": os.environ.get("IMGSEARCH_EMBEDDER", "color-texture")}
-    resources = resources_for(env)
+    resources = resources_for(Settings.read(env))
     if resources["vector_index"].live_version() is None:
         print(f"no live index under {resources['home'].layout.root}: run `make demo` first",
               file=sys.stderr)

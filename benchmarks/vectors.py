@@ -15,7 +15,7 @@ def asset_vectors(home: Path, need: int) -> tuple[np.ndarray, str] | None:
     from imgsearch_pipeline.core.layout import Layout
     from imgsearch_pipeline.core.vectors import read_vectors
 
-    root = Path(Layout.at(home).embeddings_root)
+    root = Path(Layout.at(home).embeddings("any model")).parent  # every model's folder is in it
     for folder in sorted(root.glob("*")) if root.is_dir() else []:
         _, vectors = read_vectors(str(folder))
         if len(vectors) >= need:

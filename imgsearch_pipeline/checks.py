@@ -18,6 +18,7 @@ from .assets.images import image_objects
 from .assets.index import search_index
 from .assets.posts import posts
 from .core.integrity import IntegrityError
+from .core.report import RecallReport
 from .core.vectors import embedded_uuids, iter_vectors
 from .resources.object_store import ObjectStore
 from .resources.vector_index import VectorIndex
@@ -120,25 +121,25 @@ def index_count_matches_train(
     )
 
 
-def gate_verdict(report: dict, indexed: int, live: str | None) -> tuple[bool, str]:
+def gate_verdict(report: RecallReport, indexed: int, live: str | None) -> tuple[bool, str]:
     """Whether a new version may go live, and a sentence that says why (for the UI and logs).
 
     The version is judged at the search depth its evaluation chose, against the target the
     evaluation was given (``recall_report``'s ``target``).
     """
-    recall, k, train = report["mean_recall"], report["k"], report["ground_truth_corpus"]
-    target, depth = report["target"], report["num_candidates"]
+    recall, k, train = report.mean_recall, report.k, report.ground_truth_corpus
+    target, depth = report.target, report.num_candidates
     problems = []
     if not recall >= target:  # also catches NaN (no queries)
         problems.append(f"mean recall@{k} {recall:.4f} at search depth {depth} is below the "
-                        f"target {target}; {report['depth_verdict']}")
+                        f"target {target}; {report.depth_verdict}")
     if indexed != train:
         problems.append(f"the index holds {indexed} documents but there are {train} train embeddings")
     if not problems:
-        return True, (f"publish {report['index_version']}: mean recall@{k} {recall:.4f} >= "
+        return True, (f"publish {report.index_version}: mean recall@{k} {recall:.4f} >= "
                       f"target {target} at search depth {depth}; {indexed} documents = train "
                       "embeddings")
-    return False, (f"NOT PUBLISHED: {'; '.join(problems)}. Index version {report['index_version']} "
+    return False, (f"NOT PUBLISHED: {'; '.join(problems)}. Index version {report.index_version} "
                    f"stays unpublished; the live index stays {live or '(none)'}.")
 
 
@@ -147,10 +148,10 @@ def gate_verdict(report: dict, indexed: int, live: str | None) -> tuple[bool, st
                             "depth meets the target and it holds every train embedding.")
 def recall_meets_target(
     context: dg.AssetCheckExecutionContext,
-    recall_report: dict,
+    recall_report: RecallReport,
     vector_index: VectorIndex,
 ) -> dg.AssetCheckResult:
-    indexed = vector_index.count(recall_report["index_version"])
+    indexed = vector_index.count(recall_report.index_version)
     try:
         live = vector_index.live_version()
     except IntegrityError as error:  # publishing replaces a damaged pointer
@@ -160,11 +161,11 @@ def recall_meets_target(
     return dg.AssetCheckResult(
         passed=passed,
         description=why,
-        metadata={"mean_recall": dg.MetadataValue.float(round(float(recall_report["mean_recall"]), 4)),
-                  "target": dg.MetadataValue.float(float(recall_report["target"])),
-                  "num_candidates": dg.MetadataValue.int(int(recall_report["num_candidates"])),
+        metadata={"mean_recall": dg.MetadataValue.float(round(float(recall_report.mean_recall), 4)),
+                  "target": dg.MetadataValue.float(float(recall_report.target)),
+                  "num_candidates": dg.MetadataValue.int(int(recall_report.num_candidates)),
                   "indexed": indexed,
-                  "train_embeddings": recall_report["ground_truth_corpus"],
-                  "index_version": recall_report["index_version"],
+                  "train_embeddings": recall_report.ground_truth_corpus,
+                  "index_version": recall_report.index_version,
                   "live_version": str(live)},
     )

@@ -1,34 +1,105 @@
-"""Run configuration, checked before a run does any work.
+"""Run configuration: what each configurable op accepts, checked before a run does any work.
+
+The ``dg.Config`` classes live here, next to ``OP_CONFIGS`` (op name -> class), so the assets
+import them from this module and this module imports no asset. A test checks that every op
+of the definitions whose compute function takes a ``config`` is in ``OP_CONFIGS`` with its
+own class, so a new configurable asset cannot be left out of the check below.
 
 Dagster checks run config against its schema (types, names) at launch, but the schema
 carries no pydantic constraints (k > 0, 0 < test_fraction < 1, num_candidates >= k), and
 asset jobs let config through for ops they do not hold. ``run_config_errors`` checks a run's
-whole config against ``op_configs()``, the explicit map from op name to config class: an op
-name or field it does not know is refused by name, every config object is built, and the
-one ``k`` rule is applied. ``raw_posts`` calls it first, so a full run with a bad value
-fails in seconds, naming the op and the field.
+whole config against ``OP_CONFIGS``: an op name or field it does not know is refused by
+name, every config object is built, and the one ``k`` rule is applied. ``raw_posts`` calls
+it first, so a full run with a bad value fails in seconds, naming the op and the field.
 """
+
+import os
 
 import dagster as dg
 import pydantic
+from pydantic import Field, model_validator
 
-from .resources.environment import ConfigurationError
+from .core.depth import candidate_depths
+from .core.es_queries import MAX_NUM_CANDIDATES
+from .core.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
+from .core.knn import DEFAULT_BUFFER_BYTES
+from .settings import ConfigurationError
 
 
-def op_configs() -> dict[str, type[dg.Config]]:
-    """Op name -> its ``dg.Config`` class (imported here: the assets import this module)."""
-    from .assets.embeddings import EmbeddingConfig
-    from .assets.evaluation import GroundTruthConfig, RecallReportConfig
-    from .assets.images import ImageObjectsConfig
-    from .assets.posts import SplitConfig
+class SplitConfig(dg.Config):
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of posts held out.")
+    seed: int = Field(42, description="Seed of the split's hash: changing it re-deals.")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Larger images are rejected.")
+    min_side: int = Field(DEFAULT_MIN_SIDE, gt=0,
+                          description="Images with a side shorter than this are rejected.")
 
-    return {
-        "posts": SplitConfig,
-        "image_objects": ImageObjectsConfig,
-        "image_embeddings": EmbeddingConfig,
-        "ground_truth": GroundTruthConfig,
-        "recall_report": RecallReportConfig,
-    }
+
+class ImageObjectsConfig(dg.Config):
+    # No retry setting: the object store's client owns the retry policy (botocore's, for S3).
+    upload_workers: int = Field(8, gt=0, description="Parallel uploads.")
+    upload_batch: int = Field(64, gt=0, description="Objects per put_many call.")
+
+
+class EmbeddingConfig(dg.Config):
+    part_rows: int = Field(2048, gt=0, description="Rows per parquet part (the resume unit).")
+    loader_workers: int = Field(max(2, os.cpu_count() or 2), gt=0,
+                                description="Threads fetching and decoding images.")
+
+
+class GroundTruthConfig(dg.Config):
+    # 10 = the report's k. Top-k selection is the cost beyond the matrix product and grows
+    # with k (benchmarks/README.md). Raise it together with recall_report's k for recall@k
+    # beyond 10.
+    k: int = Field(10, gt=0, description="Neighbours kept per query (reports use up to k).")
+    buffer_mb: int = Field(
+        DEFAULT_BUFFER_BYTES // 2**20, gt=0,
+        description="Memory of the score buffer in MiB: each matrix product scores as many "
+                    "queries as fit against the whole train split, so memory stays flat as "
+                    "the corpus grows (fewer queries per product on a larger corpus).")
+    latency_sample: int | None = Field(
+        200, gt=0,
+        description="Time the exact search one query at a time on this many test queries, "
+                    "spread evenly (all when unset); recall_report times the ANN search on "
+                    "the same queries. Each timed query scans the whole train split.")
+
+
+class RecallReportConfig(dg.Config):
+    k: int = Field(10, gt=0, description="Recall@k and the number of hits asked for.")
+    target: float = Field(
+        0.997, gt=0.0, le=1.0,
+        description="Mean recall@k the version must reach: the search depth chosen is the "
+                    "smallest that reaches it, and the recall gate publishes only if one does.")
+    max_num_candidates: int = Field(
+        1024, gt=0, le=MAX_NUM_CANDIDATES,
+        description="Cap of the search-depth sweep (HNSW efSearch / ES num_candidates).")
+    num_candidates: int | None = Field(
+        None, gt=0, description="Evaluate at this depth instead of sweeping for the smallest "
+                                "one that reaches the target.")
+    max_queries: int | None = Field(None, gt=0, description="Evaluate only the first N queries.")
+
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> "RecallReportConfig":
+        if self.num_candidates is not None and self.num_candidates < self.k:
+            raise ValueError(f"num_candidates={self.num_candidates} must be >= k={self.k}")
+        if self.max_num_candidates < self.k:
+            raise ValueError(f"max_num_candidates={self.max_num_candidates} must be >= k={self.k}")
+        return self
+
+    def depths(self) -> list[int]:
+        """The depths the evaluation tries, shallowest first."""
+        if self.num_candidates is not None:
+            return [self.num_candidates]
+        return candidate_depths(self.k, self.max_num_candidates)
+
+
+# Op name -> its config class, in pipeline order (error messages list them so).
+OP_CONFIGS: dict[str, type[dg.Config]] = {
+    "posts": SplitConfig,
+    "image_objects": ImageObjectsConfig,
+    "image_embeddings": EmbeddingConfig,
+    "ground_truth": GroundTruthConfig,
+    "recall_report": RecallReportConfig,
+}
 
 
 def k_error(report_k: int, truth_k: int) -> str | None:
@@ -49,14 +120,13 @@ def _messages(error: pydantic.ValidationError) -> str:
 
 def run_config_errors(run_config: dict | None) -> list[str]:
     """One line per problem in the run's op config (empty when everything is valid)."""
-    configs = op_configs()
     ops = (run_config or {}).get("ops") or {}
     errors: list[str] = []
     built: dict[str, dg.Config] = {}
     for name in ops:
-        if name not in configs:
-            errors.append(f"unknown op {name!r}: configurable ops are {', '.join(configs)}")
-    for name, cls in configs.items():
+        if name not in OP_CONFIGS:
+            errors.append(f"unknown op {name!r}: configurable ops are {', '.join(OP_CONFIGS)}")
+    for name, cls in OP_CONFIGS.items():
         values = (ops.get(name) or {}).get("config") or {}
         unknown = sorted(set(values) - set(cls.model_fields))
         if unknown:

@@ -1,12 +1,7 @@
-"""Sensors: new parquet shards start the pipeline; failed runs are reported.
-
-IMGSEARCH_SHARD_SENSOR_INTERVAL_S   seconds between looks at the dataset location (default 300)
-IMGSEARCH_ALERT_WEBHOOK             optional URL; failed runs are POSTed there as JSON
-                                    ``{"text": ...}`` (Slack/Mattermost/Teams-style webhooks)
-"""
+"""Sensors: new parquet shards start the pipeline; failed runs are reported (in the log,
+and to the settings' webhook as JSON ``{"text": ...}``, Slack/Mattermost/Teams-style)."""
 
 import json
-import os
 import urllib.error
 import urllib.request
 
@@ -14,9 +9,8 @@ import dagster as dg
 
 from .core.watch import compare, decode_cursor, encode_cursor, listing_digest, shard_fingerprints
 from .jobs import full_pipeline_job, reindex_job
-from .resources.environment import env_int
 from .resources.storage import PostsDataset
-from .schedules import automation_running
+from .settings import Settings, variable_of
 
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
           dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -31,14 +25,6 @@ def pipeline_in_flight(instance: dg.DagsterInstance) -> str | None:
     return None
 
 
-@dg.sensor(
-    job=full_pipeline_job,
-    minimum_interval_seconds=env_int(os.environ, "IMGSEARCH_SHARD_SENSOR_INTERVAL_S", 300, minimum=1),
-    default_status=(dg.DefaultSensorStatus.RUNNING if automation_running()
-                    else dg.DefaultSensorStatus.STOPPED),
-    description="Requests a full pipeline run when shards are added to, changed at or removed "
-                "from the dataset location (their size and mtime against the cursor).",
-)
 def new_shards(context: dg.SensorEvaluationContext, dataset: PostsDataset):
     try:
         current = shard_fingerprints(dataset.location)
@@ -66,6 +52,19 @@ def new_shards(context: dg.SensorEvaluationContext, dataset: PostsDataset):
     )
 
 
+def make_shard_sensor(settings: Settings) -> dg.SensorDefinition:
+    """``new_shards`` at the settings' interval, running from the start when automation is."""
+    return dg.sensor(
+        name="new_shards",
+        job=full_pipeline_job,
+        minimum_interval_seconds=settings.shard_sensor_interval_s,
+        default_status=(dg.DefaultSensorStatus.RUNNING if settings.automation_running
+                        else dg.DefaultSensorStatus.STOPPED),
+        description="Requests a full pipeline run when shards are added to, changed at or "
+                    "removed from the dataset location (their size and mtime against the cursor).",
+    )(new_shards)
+
+
 class FailureAlerts(dg.ConfigurableResource):
     """Where failed runs are reported: the sensor log always, a webhook when configured."""
 
@@ -87,11 +86,11 @@ class FailureAlerts(dg.ConfigurableResource):
             return False
 
 
-def alerts_from_env(environ=None) -> FailureAlerts:
-    env = os.environ if environ is None else environ
-    if env.get("IMGSEARCH_ALERT_WEBHOOK"):
-        return FailureAlerts(webhook_url=dg.EnvVar("IMGSEARCH_ALERT_WEBHOOK"))
-    return FailureAlerts()
+def failure_alerts(settings: Settings) -> FailureAlerts:
+    """The webhook is a secret: Dagster reads it from the environment when a sensor runs."""
+    if settings.alert_webhook is None:
+        return FailureAlerts()
+    return FailureAlerts(webhook_url=dg.EnvVar(variable_of(Settings, "alert_webhook")))
 
 
 def root_cause(error) -> str:

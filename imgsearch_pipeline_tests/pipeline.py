@@ -6,6 +6,7 @@ import dagster as dg
 
 from imgsearch_pipeline.definitions import defs
 from imgsearch_pipeline.resources.profiles import resources_for
+from imgsearch_pipeline.settings import Settings
 
 
 def pipeline_resources(home: Path, dataset: Path, embedder: str = "color-texture",
@@ -14,7 +15,7 @@ def pipeline_resources(home: Path, dataset: Path, embedder: str = "color-texture
            "IMGSEARCH_EMBEDDER": embedder}
     if model:
         env["IMGSEARCH_MODEL"] = model
-    return {**resources_for(env), **overrides}
+    return {**resources_for(Settings.read(env)), **overrides}
 
 
 def all_assets() -> list:

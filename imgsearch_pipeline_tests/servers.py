@@ -19,6 +19,8 @@ from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from .reaper import server_process
+
 # The user the server runs as when the tests run as root (PostgreSQL refuses root):
 # Debian's postgresql package creates it.
 POSTGRES_USER = "postgres"
@@ -106,41 +108,46 @@ def postgres_server(timeout_s: float = 60.0) -> Iterator[Postgres]:
     password_file.unlink()
     port = free_port()
     log = open(folder / "postgres.log", "wb")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        _as_user([str(binaries / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
-                  "-k", str(folder), "-c", "fsync=off"]),
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    command = _as_user([str(binaries / "postgres"), "-D", str(data), "-h", "127.0.0.1",
+                        "-p", str(port), "-k", str(folder), "-c", "fsync=off"])
     pg = Postgres("127.0.0.1", port, "dagster", password, "postgres")
     try:
-        wait_for("postgres", lambda: pg.connect().close() is None, timeout_s,
-                 lambda: server.poll() is not None and (folder / "postgres.log").read_text()[-2000:])
-        with contextlib.closing(pg.connect()) as conn:
-            conn.autocommit = True
-            conn.cursor().execute("CREATE DATABASE dagster")
-        yield Postgres("127.0.0.1", port, "dagster", password, "dagster")
-    finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)  # fast shutdown
+        with server_process(command, stdout=log, stderr=subprocess.STDOUT) as server:
             try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+                wait_for("postgres", lambda: pg.connect().close() is None, timeout_s,
+                         lambda: server.poll() is not None
+                         and (folder / "postgres.log").read_text()[-2000:])
+                with contextlib.closing(pg.connect()) as conn:
+                    conn.autocommit = True
+                    conn.cursor().execute("CREATE DATABASE dagster")
+                yield Postgres("127.0.0.1", port, "dagster", password, "dagster")
+            finally:
+                if server.poll() is None:
+                    # fast shutdown; to the group: runuser passes no SIGINT on to postgres
+                    os.killpg(server.pid, signal.SIGINT)
+                    try:
+                        server.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        server.kill()
+                        server.wait()
+    finally:
         log.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
 class Processes:
-    """Long-running commands in their own process groups, stopped together at the end."""
+    """Long-running commands in their own process groups, stopped together at the end (and
+    killed with pytest, should it die first)."""
 
     def __init__(self, folder: Path, env: dict[str, str]):
         self.folder, self.env = folder, env
         self.started: dict[str, subprocess.Popen] = {}
+        self._reaped = contextlib.ExitStack()
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
-        process = subprocess.Popen(argv, env=self.env, cwd=self.folder, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = self._reaped.enter_context(server_process(
+            argv, env=self.env, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT))
         log.close()
         self.started[name] = process
         return process
@@ -168,6 +175,7 @@ class Processes:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        self._reaped.close()  # and whatever the groups' leaders left behind
 
 
 def venv_command(name: str) -> str:
@@ -222,17 +230,39 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.send_response(status)
+        length = str(len(body))
         for name, value in headers:
-            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date",
-                                    "server"):
+            if name.lower() == "content-length" and self.command == "HEAD":
+                length = value  # no body, but the size of the one a GET would get
+            elif name.lower() not in ("content-length", "transfer-encoding", "connection",
+                                      "date", "server"):
                 self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", length)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _body(self) -> bytes:
+        """The request body as sent; a chunked one (the AWS SDK's aws-chunked uploads) with
+        its framing and trailers, forwarded as is under its Transfer-Encoding header."""
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        raw = b""
+        while True:
+            line = self.rfile.readline()
+            raw += line
+            size = int(line.split(b";")[0], 16)
+            if size == 0:
+                break
+            raw += self.rfile.read(size + 2)  # the chunk and its CRLF
+        while True:  # trailers, up to the blank line
+            line = self.rfile.readline()
+            raw += line
+            if line in (b"\r\n", b"\n", b""):
+                return raw
+
     def _handle(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self._body()
         server: FlakyProxy = self.server
         with server.lock:
             fail = server.failures_left > 0 and server.injects(self.command, self.path)

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from imgsearch_pipeline.api.app import create_app
 from imgsearch_pipeline.api.settings import ApiSettings
-from imgsearch_pipeline.resources.environment import ConfigurationError
+from imgsearch_pipeline.settings import ConfigurationError, Settings
 
 from .test_api import Demo, build_demo, demo_env
 
@@ -85,9 +85,9 @@ def test_production_profile_refuses_to_start_without_keys(demo):
 
 
 def test_production_profile_starts_when_declared_public(demo, monkeypatch):
-    settings = ApiSettings.from_env({"IMGSEARCH_PROFILE": "production", "IMGSEARCH_API_PUBLIC": "true"})
+    settings = _api({"IMGSEARCH_PROFILE": "production", "IMGSEARCH_API_PUBLIC": "true"})
     assert settings.public and not settings.auth_required
-    settings = ApiSettings.from_env({"IMGSEARCH_API_KEYS": " a-key , "})
+    settings = _api({"IMGSEARCH_API_KEYS": " a-key , "})
     assert settings.auth_required and "a-key" not in repr(settings)  # only digests are kept
 
 
@@ -171,3 +171,7 @@ def test_an_unexpected_error_is_a_json_500_logged_without_traceback(demo, caplog
     assert response.status_code == 500 and response.json() == {"message": "internal error"}
     assert "RuntimeError" in caplog.text
     assert "SECRET" not in caplog.text and "Traceback" not in caplog.text
+
+
+def _api(env: dict) -> ApiSettings:
+    return Settings.read(env).api

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from imgsearch_pipeline.api.app import create_app
 from imgsearch_pipeline.api.settings import ApiSettings
-from imgsearch_pipeline.core.integrity import part_manifest, write_checked_table
+from imgsearch_pipeline.core.integrity import part_manifest_name, write_checked_table
 from imgsearch_pipeline.core.layout import Layout
 from imgsearch_pipeline.core.vectors import read_vectors
 from imgsearch_pipeline.resources import vector_index
@@ -102,7 +102,7 @@ def _split_into_two_parts(folder: Path) -> tuple[Path, Path]:
     first = write_checked_table(table.slice(0, half), folder / "part-a.parquet")
     second = write_checked_table(table.slice(half), folder / "part-b.parquet")
     part.unlink()
-    (folder / part_manifest(part)).unlink()
+    (folder / part_manifest_name(part)).unlink()
     return first, second
 
 

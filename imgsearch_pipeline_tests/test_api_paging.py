@@ -76,7 +76,8 @@ def exact_ranking(corpus, query: np.ndarray) -> list[str]:
 def walk_pages(service: SearchService, query, k: int, **kwargs) -> list[list[str]]:
     pages, offset, more = [], 0, True
     while more:
-        page = service.search(query, k, None, None, None, Timings(), offset=offset, **kwargs)
+        page = service.search(query, k=k, num_candidates=None, search_filter=None, collapse=None,
+                              timings=Timings(), offset=offset, **kwargs)
         pages.append([r.hit.uuid for r in page.results])
         offset, more = offset + k, page.more
     return pages
@@ -100,7 +101,8 @@ def test_a_page_asks_the_backend_for_offset_plus_k_plus_one(corpus):
     fake_index = ElasticsearchIndex(url="http://127.0.0.1:9")
     fake_index._client = fake = ExactElasticsearch(*corpus)
     query = unit_vectors(1, DIM, seed=3)[0]
-    service_over(fake_index, corpus).search(query, 10, None, None, None, Timings(), offset=30)
+    service_over(fake_index, corpus).search(query, k=10, num_candidates=None, search_filter=None,
+                                            collapse=None, timings=Timings(), offset=30)
     knn = fake.bodies[-1]["knn"]
     assert knn["k"] == 41 and fake.bodies[-1]["size"] == 41  # one more: is there a next page?
     assert knn["num_candidates"] >= 41
@@ -113,7 +115,8 @@ def test_collapsed_pages_fold_each_twin_once(service, corpus):
     query = matrix[0]
     pages = []
     for offset in (0, 5, 10):
-        page = service.search(query, 5, None, None, threshold, Timings(), offset=offset)
+        page = service.search(query, k=5, num_candidates=None, search_filter=None, collapse=threshold,
+                              timings=Timings(), offset=offset)
         pages.append(page.results)
     results = sum(pages, [])
     kept = [r.hit.uuid for r in results]

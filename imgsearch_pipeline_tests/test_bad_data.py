@@ -39,7 +39,7 @@ def test_run_completes_and_counts_add_up(run, bad_dataset):
     embeddings = result.output_for_node("image_embeddings")
     assert embeddings.count == posts.posts  # every unusual image was normalised and embedded
     report = result.output_for_node("recall_report")
-    assert report["indexed"] == posts.train
+    assert report.indexed == posts.train
     index = FaissHnswIndex(root=str(home / "index"))
     assert index.count(index.live_version()) == posts.train
 

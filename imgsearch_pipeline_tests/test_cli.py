@@ -11,6 +11,9 @@ from pathlib import Path
 
 import httpx
 
+from .compose import service_command
+from .reaper import server_process
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 
@@ -48,23 +51,23 @@ def test_make_serve_listens_on_host_and_port(tmp_path):
     port = _free_port()
     env = {**os.environ, "IMGSEARCH_HOME": str(tmp_path / "var")}  # no index: /health says why
     # -o: never rebuild the environment from here, whatever the file times say.
-    server = subprocess.Popen(["make", "-s", "-o", ".venv/bin/dagster", "serve", f"PORT={port}",
-                               "HOST=127.0.0.1"], cwd=PROJECT, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, "make serve exited"
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "make serve did not listen on PORT"
-                time.sleep(0.5)
-        assert response.status_code == 503 and "no live index" in response.json()["message"]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with server_process(["make", "-s", "-o", ".venv/bin/dagster", "serve", f"PORT={port}",
+                         "HOST=127.0.0.1"], cwd=PROJECT, env=env,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert server.poll() is None, "make serve exited"
+                try:
+                    response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "make serve did not listen on PORT"
+                    time.sleep(0.5)
+            assert response.status_code == 503 and "no live index" in response.json()["message"]
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
 
 
 def test_make_dev_takes_host_and_port():
@@ -72,3 +75,13 @@ def test_make_dev_takes_host_and_port():
                               "HOST=127.0.0.2"], cwd=PROJECT, capture_output=True, text=True,
                              check=True).stdout
     assert "dagster dev" in planned and "--host 127.0.0.2 --port 4321" in planned
+
+
+def test_minio_init_runs_the_ensure_bucket_command():
+    """compose's one-shot runs the command line module (the bucket itself: test_s3_store.py);
+    without the production settings it stops with one line that names what is missing."""
+    command = service_command("minio-init", {"python": sys.executable})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSEARCH_")}
+    done = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "IMGSEARCH_ES_URL" in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]

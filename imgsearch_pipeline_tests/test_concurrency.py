@@ -1,6 +1,7 @@
 """Two runs that reach the embedding step at the same time never embed a post twice: the
 step is in the pool ``embedding`` whose limit (1) comes from the project's dagster.yaml."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from .pipeline import materialize_all, pipeline_resources
+from .reaper import server_process
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -39,21 +41,22 @@ def two_overlapping_runs(home: Path, dataset: Path, folder: Path, gates: Path,
     if dagster_home is not None:
         env["DAGSTER_HOME"] = str(dagster_home)
     gates = [gates / "first", gates / "second"]
-    processes = [subprocess.Popen([sys.executable, "-m", "imgsearch_pipeline_tests.embed_run",
-                                   str(home), str(dataset), str(gate)],
-                                  env=env, cwd=PROJECT, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-                 for gate in gates]
-    deadline = time.monotonic() + 240
-    while not all(Path(f"{gate}.ready").exists() for gate in gates):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
-        time.sleep(0.05)
-    Path(f"{gates[0]}.go").touch()
-    while not list(folder.glob("part-*.parquet")):
-        assert time.monotonic() < deadline and processes[0].poll() is None, "no part written"
-        time.sleep(0.02)
-    Path(f"{gates[1]}.go").touch()
-    outputs = [p.communicate(timeout=400)[0] for p in processes]
+    # Reaped when this ends: a run still waiting for its gate would otherwise wait forever.
+    with contextlib.ExitStack() as reaped:
+        processes = [reaped.enter_context(server_process(
+            [sys.executable, "-m", "imgsearch_pipeline_tests.embed_run", str(home), str(dataset),
+             str(gate)], env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)) for gate in gates]
+        deadline = time.monotonic() + 240
+        while not all(Path(f"{gate}.ready").exists() for gate in gates):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
+            time.sleep(0.05)
+        Path(f"{gates[0]}.go").touch()
+        while not list(folder.glob("part-*.parquet")):
+            assert time.monotonic() < deadline and processes[0].poll() is None, "no part written"
+            time.sleep(0.02)
+        Path(f"{gates[1]}.go").touch()
+        outputs = [p.communicate(timeout=400)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], [o[-2000:] for o in outputs]
     return outputs
 

@@ -1,18 +1,22 @@
 """Bad settings are refused at launch with a message that names the setting."""
 
+import inspect
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 import pydantic
 import pytest
 
-from imgsearch_pipeline.assets.evaluation import RecallReportConfig
-from imgsearch_pipeline.assets.posts import SplitConfig
-from imgsearch_pipeline.resources.profiles import ConfigurationError, resources_for
-from imgsearch_pipeline.run_config import run_config_errors
+from imgsearch_pipeline.resources.profiles import resources_for
+from imgsearch_pipeline.run_config import (
+    OP_CONFIGS,
+    RecallReportConfig,
+    SplitConfig,
+    run_config_errors,
+)
+from imgsearch_pipeline.settings import ConfigurationError, Settings
 
 from .pipeline import materialize_all, pipeline_resources
 
@@ -59,6 +63,24 @@ def test_good_and_default_run_config_pass():
     assert run_config_errors({}) == []
     assert run_config_errors(_ops(recall_report={"k": 5, "num_candidates": 5},
                                        posts={"test_fraction": 0.2})) == []
+
+
+def test_every_configurable_op_is_checked_with_its_own_config_class():
+    """An asset (or check) whose compute function takes a ``config`` is in OP_CONFIGS with
+    that very class, and OP_CONFIGS names no other op: none escapes run_config_errors."""
+    from imgsearch_pipeline.definitions import defs
+
+    taking_config = {}
+    for definition in [*defs.assets, *defs.asset_checks]:
+        node = definition.node_def
+        parameter = inspect.signature(node.compute_fn.decorated_fn).parameters.get("config")
+        if parameter is not None:
+            taking_config[node.name] = parameter.annotation
+    assert taking_config == OP_CONFIGS
+    # and each is refused by name when a field is wrong, not let through
+    for name in taking_config:
+        assert any(e.startswith(f"{name}: unknown field(s) nope")
+                   for e in run_config_errors(_ops(**{name: {"nope": 1}})))
 
 
 def test_config_classes_validate_on_their_own():
@@ -109,7 +131,7 @@ def test_an_empty_dataset_folder_is_an_error(tmp_path):
 ])
 def test_bad_environment_is_refused(env, message):
     with pytest.raises(ConfigurationError) as caught:
-        resources_for({"IMGSEARCH_EMBEDDER": "color-texture", **env})
+        resources_for(Settings.read({"IMGSEARCH_EMBEDDER": "color-texture", **env}))
     assert message in str(caught.value)
 
 
@@ -122,20 +144,21 @@ def test_definitions_refuse_to_load_with_an_unknown_embedder(tmp_path):
 
 
 @pytest.mark.parametrize(("variable", "value", "allowed"), [
-    ("IMGSEARCH_SHARD_SENSOR_INTERVAL_S", "abc", "expected an integer >= 1"),
+    ("IMGSEARCH_SHARD_SENSOR_INTERVAL_S", "abc", "Input should be a valid integer"),
+    ("IMGSEARCH_SHARD_SENSOR_INTERVAL_S", "0", "Input should be greater than or equal to 1"),
     ("IMGSEARCH_API_INFERENCE_THREADS", "many", "Input should be a valid integer"),
     ("IMGSEARCH_API_LIVE_CHECK_S", "-1", "Input should be greater than 0"),
 ])
 def test_a_bad_environment_variable_is_one_line_naming_it(variable, value, allowed, tmp_path):
     env = {**os.environ, variable: value, "IMGSEARCH_EMBEDDER": "color-texture",
            "IMGSEARCH_HOME": str(tmp_path)}
-    code = ("from imgsearch_pipeline.api.settings import ApiSettings; ApiSettings.from_env()"
+    code = ("from imgsearch_pipeline.settings import Settings; Settings.read()"
             if variable.startswith("IMGSEARCH_API_") else "import imgsearch_pipeline.definitions")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("imgsearch_pipeline.resources.environment.ConfigurationError: ")
+    assert last.startswith("imgsearch_pipeline.settings.ConfigurationError: ")
     assert f"{variable}={value!r} is not allowed" in last and allowed in last
 
 
@@ -152,27 +175,3 @@ def test_the_reindex_job_checks_its_run_config_in_its_first_step(sample_dataset,
     assert "recall_report: k: Input should be greater than 0" in \
         failures[0].step_failure_data.error.message
     assert not (tmp_path / "var" / "tables" / "embeddings").exists()
-
-
-def test_s3_settings_come_from_the_environment_through_the_resources():
-    from imgsearch_pipeline.core import shards
-    from imgsearch_pipeline.resources.environment import ConfigurationError, s3_settings
-
-    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "IMGSEARCH_S3_ENDPOINT": "http://127.0.0.1:7",
-           "AWS_DEFAULT_REGION": "eu-west-3", "IMGSEARCH_S3_MAX_ATTEMPTS": "3"}
-    assert s3_settings(env) == shards.S3Settings("http://127.0.0.1:7", "eu-west-3", 3)
-    assert s3_settings({}) == shards.S3Settings(None, "us-east-1", shards.S3_MAX_ATTEMPTS)
-    with pytest.raises(ConfigurationError, match="IMGSEARCH_S3_MAX_ATTEMPTS='0' is not allowed"):
-        s3_settings({"IMGSEARCH_S3_MAX_ATTEMPTS": "0"})
-    # tables at s3:// follow what the loaded resources configured, not a default of core's
-    assert shards._s3_settings is s3_settings
-    filesystem, path = shards.open_location("s3://bucket/tables", s3_settings(env))
-    assert path == "bucket/tables" and filesystem.region == "eu-west-3"
-
-
-def test_core_reads_no_environment_and_imports_no_dagster():
-    core = Path(__file__).parent.parent / "imgsearch_pipeline" / "core"
-    for module in core.glob("*.py"):
-        text = module.read_text()
-        assert "os.environ" not in text and "getenv" not in text, module.name
-        assert "import dagster" not in text and "from dagster" not in text, module.name

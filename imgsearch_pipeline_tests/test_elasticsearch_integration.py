@@ -78,21 +78,21 @@ def test_whole_graph_publishes_through_the_alias(indices, sample_dataset, tmp_pa
     assert first.success
     report = first.output_for_node("recall_report")
     posts = first.output_for_node("posts")
-    assert report["indexed"] == posts.train == index.count()
-    assert index.live_version() == report["index_version"]
-    assert report["mean_recall"] >= 0.9
+    assert report.indexed == posts.train == index.count()
+    assert index.live_version() == report.index_version
+    assert report.mean_recall >= 0.9
     checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
     assert checks and all(checks.values()), checks
     # the version's search depth is in its mapping _meta, next to the owner marks
-    record = index.recorded_search_depth(report["index_version"])
-    assert record["num_candidates"] == report["num_candidates"] == index.search_depth()
-    assert record["target"] == report["target"] <= report["mean_recall"]
+    record = index.recorded_search_depth(report.index_version)
+    assert record["num_candidates"] == report.num_candidates == index.search_depth()
+    assert record["target"] == report.target <= report.mean_recall
 
     second = materialize_all(resources)
-    new_version = second.output_for_node("recall_report")["index_version"]
-    assert new_version != report["index_version"]
+    new_version = second.output_for_node("recall_report").index_version
+    assert new_version != report.index_version
     assert index.live_version() == new_version
-    assert index.versions() == sorted([report["index_version"], new_version])  # keeps 2
+    assert index.versions() == sorted([report.index_version, new_version])  # keeps 2
 
 
 def test_publish_moves_the_alias_and_prune_keeps_the_live_version(indices):

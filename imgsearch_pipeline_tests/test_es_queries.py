@@ -8,8 +8,9 @@ import pytest
 from imgsearch_pipeline.core import es_queries as q
 from imgsearch_pipeline.resources.elasticsearch_index import BulkIndexingError, ElasticsearchIndex
 from imgsearch_pipeline.resources.production import production_backends
-from imgsearch_pipeline.resources.profiles import ConfigurationError, resources_for
+from imgsearch_pipeline.resources.profiles import resources_for
 from imgsearch_pipeline.resources.s3_store import S3ObjectStore
+from imgsearch_pipeline.settings import ConfigurationError, Settings
 
 
 def test_index_body_maps_every_field():
@@ -172,36 +173,36 @@ def test_bulk_failure_names_the_document_and_the_reason():
 
 PRODUCTION = {"IMGSEARCH_PROFILE": "production", "IMGSEARCH_EMBEDDER": "color-texture",
               "IMGSEARCH_ES_URL": "http://127.0.0.1:9200", "IMGSEARCH_ES_PASSWORD": "s3cret-pw",
-              "IMGSEARCH_S3_BUCKET": "imgsearch", "IMGSEARCH_S3_ENDPOINT": "http://127.0.0.1:9000",
+              "IMGSEARCH_S3_BUCKET": "imgsearch", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000",
               "AWS_ACCESS_KEY_ID": "minio-user", "AWS_SECRET_ACCESS_KEY": "minio-pw",
               "IMGSEARCH_ES_INDEX_TYPE": "int8_hnsw"}
 
 
 def test_production_profile_builds_both_backends_with_deferred_secrets():
-    resources = resources_for(PRODUCTION)
+    resources = resources_for(Settings.read(PRODUCTION))
     index, store = resources["vector_index"], resources["object_store"]
     assert isinstance(index, ElasticsearchIndex) and isinstance(store, S3ObjectStore)
     assert index.url == "http://127.0.0.1:9200" and index.index_type == "int8_hnsw"
     assert isinstance(index.password, dg.EnvVar) and index.password.env_var_name == "IMGSEARCH_ES_PASSWORD"
     assert index.api_key is None  # unset optional secrets stay unset
-    assert isinstance(store.s3.aws_secret_access_key, dg.EnvVar)
-    assert store.s3.endpoint_url == "http://127.0.0.1:9000" and store.bucket == "imgsearch"
-    shown = json.dumps(index.params()) + json.dumps(store.s3.aws_secret_access_key.env_var_name)
+    # The store holds no S3 credentials at all: pyarrow and boto3 read the AWS environment.
+    assert store.bucket == "imgsearch" and store.prefix == "imgsearch"
+    shown = json.dumps(index.params()) + json.dumps(store.model_dump())
     assert "s3cret-pw" not in shown and "minio-pw" not in shown
 
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"IMGSEARCH_ES_URL": ""}, "needs IMGSEARCH_ES_URL"),
     ({"IMGSEARCH_S3_BUCKET": ""}, "needs IMGSEARCH_S3_BUCKET"),
-    ({"IMGSEARCH_ES_INDEX_TYPE": "ivf"}, "unknown index type"),
+    ({"IMGSEARCH_ES_INDEX_TYPE": "ivf"},
+     r"'ivf' \(IMGSEARCH_ES_INDEX_TYPE\): choose one of hnsw, int8_hnsw, bbq_hnsw"),
     ({"IMGSEARCH_ES_INDEX": "Bad Name"}, "invalid Elasticsearch index name"),
-    ({"IMGSEARCH_S3_RETRY_MODE": "legacy"}, "retry_mode"),
     ({"IMGSEARCH_ES_REPLICAS": "two"},
-     "IMGSEARCH_ES_REPLICAS='two' is not allowed: expected an integer >= 0"),
+     "IMGSEARCH_ES_REPLICAS='two' is not allowed: Input should be a valid integer"),
     ({"IMGSEARCH_ES_API_KEY": "a2V5"}, "IMGSEARCH_ES_PASSWORD and IMGSEARCH_ES_API_KEY are both set"),
     ({"IMGSEARCH_ES_READY_TIMEOUT_S": "soon"},
-     "IMGSEARCH_ES_READY_TIMEOUT_S='soon' is not allowed: expected an integer >= 1"),
+     "IMGSEARCH_ES_READY_TIMEOUT_S='soon' is not allowed: Input should be a valid integer"),
 ])
 def test_production_settings_fail_when_the_definitions_load(change, message):
     with pytest.raises(ConfigurationError, match=message):
-        production_backends({**PRODUCTION, **change})
+        production_backends(Settings.read({**PRODUCTION, **change}))

@@ -1,17 +1,31 @@
-"""Timing and scoring ANN answers against exact ones, without Dagster."""
+"""Timing and scoring ANN answers against exact ones, without Dagster.
+
+Expected neighbours come from a plain numpy brute force (every score, argsort), never
+from the functions under test; timings come from fake clocks, so each one is known."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from imgsearch_pipeline.core.evaluation import (
+    evaluation_queries,
     exact_search,
+    ground_truth_table,
     latency_sample,
     query_results,
+    search_pass,
     summarise,
     time_at,
     time_exact,
 )
+from imgsearch_pipeline.core.knn import exact_neighbours
 from imgsearch_pipeline.core.similarity import l2_normalise
+
+
+def _brute_force(corpus: np.ndarray, queries: np.ndarray, ids: list[str], k: int):
+    """Each query's k best ids by dot product, best first: score all, sort all."""
+    scores = queries.astype(np.float64) @ corpus.astype(np.float64).T
+    return [[ids[i] for i in np.argsort(-row, kind="stable")[:k]] for row in scores]
 
 
 def _data(seed: int = 0):
@@ -19,27 +33,67 @@ def _data(seed: int = 0):
     corpus = l2_normalise(rng.standard_normal((200, 16)))
     queries = l2_normalise(rng.standard_normal((12, 16)))
     ids = [f"doc{i}" for i in range(len(corpus))]
-    truth = [[ids[i] for i in exact_search(corpus, q, 10)] for q in queries]
-    return corpus, queries, ids, truth
+    return corpus, queries, ids, _brute_force(corpus, queries, ids, 10)
+
+
+class Ticks:
+    """A clock that moves one second each time it is read: any timed call lasts 1 s."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+class Clock:
+    """A clock that moves only when a fake search says it took time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _position(queries: np.ndarray, vector: np.ndarray) -> int:
+    return int(np.flatnonzero((queries == vector).all(axis=1))[0])
 
 
 def test_exact_answers_score_one_and_half_answers_score_half():
     corpus, queries, ids, truth = _data()
     calls = []
     every = latency_sample(len(queries), None)
-    exact_s = time_exact(corpus, queries, 10, every, warmup=2, on_query=lambda: calls.append(1))
+    exact_s = time_exact(corpus, queries, 10, every, warmup=2, on_query=lambda: calls.append(1),
+                         clock=Ticks())
     exact_answers = [[ids[i] for i in exact_search(corpus, q, 10)] for q in queries]
-    ann_s = time_at(lambda q: None, queries, every, warmup=2, on_query=lambda: calls.append(1))
+    assert exact_answers == truth  # the same ten, in the same order
+    clock, searched = Clock(), []
+
+    def ann(vector):  # query i "takes" (i + 1) ms
+        searched.append(_position(queries, vector))
+        clock.now += (searched[-1] + 1) / 1000
+
+    ann_s = time_at(ann, queries, every, warmup=2, on_query=lambda: calls.append(1), clock=clock)
     exact = query_results(truth, exact_answers, ann_s, exact_s, 10)
     assert [r.recall for r in exact] == [1.0] * len(queries)
     assert len(calls) == 2 * len(queries)  # once per timed query and pass
     assert all(r.ann_s > 0 and r.exact_s > 0 for r in exact)
+    # each timing is its own query's: the warm-up runs are searched but not timed
+    assert searched == [0, 1, *range(len(queries))]
+    assert ann_s == pytest.approx([(i + 1) / 1000 for i in range(len(queries))])
+    assert exact_s == [1.0] * len(queries)  # one clock reading before and one after each
 
     half = query_results(truth, [t[:5] + ["elsewhere"] * 5 for t in truth], ann_s, exact_s, 10)
     report = summarise(half, 10)
     assert report["mean_recall"] == pytest.approx(0.5)
     assert report["queries_below_1"] == len(queries)
     assert report["ann_latency"]["p50_ms"] > 0 and report["exact_latency"]["p99_ms"] > 0
+    assert report["ann_latency"]["p50_ms"] == pytest.approx(6.5)  # median of 1..12 ms
+    assert report["exact_latency"] == pytest.approx(
+        {"mean_ms": 1000.0, "p50_ms": 1000.0, "p95_ms": 1000.0, "p99_ms": 1000.0})
+    assert report["speedup_p50"] == pytest.approx(1000 / 6.5)
 
 
 def test_latency_is_timed_on_one_sample_and_recall_on_every_query():
@@ -47,10 +101,17 @@ def test_latency_is_timed_on_one_sample_and_recall_on_every_query():
     calls = []
     answers = [t[:5] + ["elsewhere"] * 5 if i % 2 else t for i, t in enumerate(truth)]
     sample = latency_sample(len(queries), 4)
-    exact_s = time_exact(corpus, queries, 10, sample, warmup=0, on_query=lambda: calls.append(1))
-    searched = []
-    ann_s = time_at(lambda q: searched.append(q), queries, sample, warmup=0,
-                    on_query=lambda: calls.append(1))
+    assert sample.tolist() == [0, 4, 7, 11]  # 0 to 11 in thirds, rounded
+    exact_s = time_exact(corpus, queries, 10, sample, warmup=0, on_query=lambda: calls.append(1),
+                         clock=Ticks())
+    clock, searched = Clock(), []
+
+    def ann(vector):
+        searched.append(vector)
+        clock.now += (_position(queries, vector) + 1) / 1000
+
+    ann_s = time_at(ann, queries, sample, warmup=0, on_query=lambda: calls.append(1),
+                    clock=clock)
     results = query_results(truth, answers, ann_s, exact_s, 10)
     timed = [i for i, r in enumerate(results) if r.exact_s is not None]
     assert len(timed) == 4 and timed[0] == 0 and timed[-1] == len(queries) - 1
@@ -59,8 +120,65 @@ def test_latency_is_timed_on_one_sample_and_recall_on_every_query():
     assert all((q == queries[i]).all() for q, i in zip(searched, timed, strict=True))
     assert len(calls) == 8
     assert [r.recall for r in results] == [0.5 if i % 2 else 1.0 for i in range(len(queries))]
+    assert exact_s == [1.0 if i in (0, 4, 7, 11) else None for i in range(len(queries))]
+    assert ann_s == pytest.approx([(i + 1) / 1000 if i in (0, 4, 7, 11) else None
+                                   for i in range(len(queries))])
     report = summarise(results, 10)
     assert report["exact_timed"] == report["ann_timed"] == 4
     assert report["queries"] == len(queries)
     assert report["mean_recall"] == pytest.approx(0.75)
     assert report["exact_latency"]["p50_ms"] > 0 and report["ann_latency"]["p50_ms"] > 0
+    assert report["ann_latency"]["mean_ms"] == pytest.approx((1 + 5 + 8 + 12) / 4)
+
+
+def test_a_search_pass_answers_every_query_in_batches_and_times_the_sample():
+    queries = np.arange(10, dtype=np.float32).reshape(5, 2)
+    batches, clock = [], Clock()
+
+    def many(batch):
+        batches.append(len(batch))
+        return [[f"hit{int(row[0])}"] for row in batch]
+
+    def one(vector):
+        clock.now += 0.25
+
+    counted = []
+    answers, seconds = search_pass(many, one, queries, np.array([1, 3]), batch=2,
+                                   on_searched=counted.append, clock=clock)
+    assert batches == [2, 2, 1]
+    assert answers == [["hit0"], ["hit2"], ["hit4"], ["hit6"], ["hit8"]]
+    # time_at's default warm-up searches the sample once more before timing it
+    assert seconds == [None, pytest.approx(0.25), None, pytest.approx(0.25), None]
+    assert counted == [2, 2, 1, 1, 1]
+
+
+def test_exact_neighbours_match_the_brute_force_in_any_batch_size():
+    corpus, queries, ids, _ = _data(2)
+    expected = _brute_force(corpus, queries, ids, 5)
+    batches = []
+    for buffer_bytes in (4 * len(corpus), 4 * len(corpus) * 5, 2**20):  # 1, 5, all queries
+        neighbours, scores = exact_neighbours(queries, corpus, ids, 5, buffer_bytes,
+                                              on_batch=batches.append)
+        assert neighbours == expected
+        best = [[float(corpus[ids.index(u)] @ q) for u in row]
+                for row, q in zip(expected, queries, strict=True)]
+        assert np.allclose(scores, best, atol=1e-5)
+    assert batches == [1] * 12 + [5, 5, 2] + [12]
+    # no corpus: every query has no neighbour; no queries: nothing
+    assert exact_neighbours(queries, corpus[:0], [], 5) == ([[]] * 12, [[]] * 12)
+    assert exact_neighbours(queries[:0], corpus, ids, 5) == ([], [])
+
+
+def test_the_ground_truth_table_reads_back_as_the_evaluation_queries():
+    table = ground_truth_table(["q1", "q2", "q3"], [["a", "b", "c"], ["d", "e", "f"], []],
+                               [[0.9, 0.8, 0.7], [0.6, 0.5, 0.4], []], [0.002, None, 0.5])
+    assert table.column("exact_ms").to_pylist() == [2.0, None, 500.0]
+    assert table.schema.field("scores").type == pa.list_(pa.float32())
+    queries = evaluation_queries(table.to_pydict(), k=2, max_queries=2)
+    assert queries.ids == ["q1", "q2"]
+    assert queries.expected == [["a", "b"], ["d", "e"]]
+    assert queries.exact_s == [pytest.approx(0.002), None]
+    assert queries.sample.tolist() == [0]
+    assert evaluation_queries(table.to_pydict(), k=10).sample.tolist() == [0, 2]
+    with pytest.raises(ValueError, match="materialize ground_truth again"):
+        evaluation_queries({"query": [], "neighbours": []}, k=10)

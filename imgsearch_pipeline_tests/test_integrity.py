@@ -11,7 +11,7 @@ import pytest
 from imgsearch_pipeline.api.service import credible_score
 from imgsearch_pipeline.core.integrity import (
     IntegrityError,
-    part_manifest,
+    part_manifest_name,
     verify_manifest,
     verify_part,
     write_checked_table,
@@ -78,7 +78,7 @@ def _part(folder, uuids, seed=0):
 
 def test_parts_carry_their_own_manifest(tmp_path):
     part, vectors = _part(tmp_path, ["a", "b"])
-    assert (tmp_path / part_manifest(part)).is_file()
+    assert (tmp_path / part_manifest_name(part)).is_file()
     verify_part(part)
     assert pq.read_table(part).num_rows == 2
 
@@ -100,7 +100,7 @@ def test_damaged_parts_are_never_read_and_are_set_aside(tmp_path):
 
 def test_a_part_without_a_manifest_is_not_trusted(tmp_path):
     part, _ = _part(tmp_path, ["a"])
-    (tmp_path / part_manifest(part)).unlink()
+    (tmp_path / part_manifest_name(part)).unlink()
     assert embedding_parts(tmp_path)[0] == []
 
 

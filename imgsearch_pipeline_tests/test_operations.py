@@ -3,6 +3,7 @@ bad data, and the pure helpers behind them."""
 
 import json
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -23,14 +24,16 @@ from imgsearch_pipeline.checks import (
 )
 from imgsearch_pipeline.core.ids import image_uuid
 from imgsearch_pipeline.core.integrity import write_checked_table
+from imgsearch_pipeline.core.report import RecallReport
 from imgsearch_pipeline.core.vectors import read_vectors, vectors_table
 from imgsearch_pipeline.core.watch import compare, decode_cursor, encode_cursor
 from imgsearch_pipeline.definitions import defs
 from imgsearch_pipeline.resources.storage import PostsDataset
 from imgsearch_pipeline.resources.vector_index import FaissHnswIndex, IndexBatch
 from imgsearch_pipeline.sample_data import write_dataset
-from imgsearch_pipeline.schedules import automation_running, make_reindex_schedule, reindex_schedule
-from imgsearch_pipeline.sensors import FailureAlerts, alerts_from_env, failure_text, new_shards
+from imgsearch_pipeline.schedules import make_reindex_schedule
+from imgsearch_pipeline.sensors import FailureAlerts, failure_alerts, failure_text, make_shard_sensor
+from imgsearch_pipeline.settings import ConfigurationError, Settings
 
 # --- embedding parts and the shard listing -------------------------------------------------
 
@@ -62,6 +65,7 @@ def test_compare_listings_and_cursor():
 
 
 def test_schedule_requests_a_plain_reindex_run(monkeypatch):
+    reindex_schedule = make_reindex_schedule(Settings.read({}))
     when = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
     request = reindex_schedule(dg.build_schedule_context(scheduled_execution_time=when))
     assert isinstance(request, dg.RunRequest)
@@ -78,17 +82,24 @@ def test_schedule_requests_a_plain_reindex_run(monkeypatch):
     assert not selected & {"raw_posts", "posts", "image_objects"}
 
 
-def test_schedule_cron_and_status_are_configurable(monkeypatch):
-    monkeypatch.setenv("IMGSEARCH_REINDEX_CRON", "*/30 * * * *")
-    monkeypatch.setenv("IMGSEARCH_AUTOMATION", "running")
-    schedule = make_reindex_schedule()
+def test_schedule_cron_and_status_are_configurable():
+    schedule = make_reindex_schedule(Settings.read({"IMGSEARCH_REINDEX_CRON": "*/30 * * * *",
+                                                    "IMGSEARCH_AUTOMATION": "running"}))
     assert schedule.cron_schedule == "*/30 * * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert not automation_running({"IMGSEARCH_AUTOMATION": "stopped"})
-    with pytest.raises(ValueError, match="IMGSEARCH_AUTOMATION"):
-        automation_running({"IMGSEARCH_AUTOMATION": "sometimes"})
+    assert not Settings.read({"IMGSEARCH_AUTOMATION": "stopped"}).automation_running
+    with pytest.raises(ConfigurationError, match="IMGSEARCH_AUTOMATION"):
+        Settings.read({"IMGSEARCH_AUTOMATION": "sometimes"})
     with pytest.raises(Exception, match="cron"):
-        make_reindex_schedule(cron="every night")
+        make_reindex_schedule(Settings.read({"IMGSEARCH_REINDEX_CRON": "every night"}))
+
+
+def test_the_shard_sensor_follows_the_settings():
+    sensor = make_shard_sensor(Settings.read({"IMGSEARCH_SHARD_SENSOR_INTERVAL_S": "42"}))
+    assert sensor.name == "new_shards" and sensor.minimum_interval_seconds == 42
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    running = make_shard_sensor(Settings.read({"IMGSEARCH_AUTOMATION": "running"}))
+    assert running.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_no_job_or_asset_is_partitioned():
@@ -104,7 +115,7 @@ def test_no_job_or_asset_is_partitioned():
 def _tick(dataset: Path, cursor: str | None, instance: dg.DagsterInstance):
     context = dg.build_sensor_context(cursor=cursor, instance=instance,
                                       resources={"dataset": PostsDataset(location=str(dataset))})
-    return new_shards(context)
+    return make_shard_sensor(Settings.read({}))(context)
 
 
 def test_sensor_cursor_lifecycle(tmp_path):
@@ -194,7 +205,9 @@ def test_failure_sensor_logs_and_posts_the_reason(tmp_path):
     assert _Hook.received[-1]["text"] == text
     # no webhook configured: only the log line, nothing sent
     assert not FailureAlerts().send(text, context.log)
-    assert alerts_from_env({}).webhook_url is None
+    assert failure_alerts(Settings.read({})).webhook_url is None
+    hooked = failure_alerts(Settings.read({"IMGSEARCH_ALERT_WEBHOOK": "http://127.0.0.1:9/x"}))
+    assert isinstance(hooked.webhook_url, dg.EnvVar)  # a secret: resolved when a run starts
 
 
 def test_failure_sensor_survives_a_dead_webhook():
@@ -274,15 +287,20 @@ def test_index_count_check_fails_when_the_index_misses_documents(tmp_path):
 
 
 def test_gate_verdict_explains_itself():
-    report = {"mean_recall": 0.97, "k": 10, "ground_truth_corpus": 100, "index_version": "v2",
-              "num_candidates": 192, "target": 0.95, "depth_verdict": "search depth 192: ..."}
+    latency = {"mean_ms": 1.0, "p50_ms": 1.0, "p95_ms": 1.0, "p99_ms": 1.0}
+    report = RecallReport(
+        mean_recall=0.97, k=10, ground_truth_corpus=100, index_version="v2", num_candidates=192,
+        target=0.95, depth_verdict="search depth 192: ...", queries=10, min_recall=0.9,
+        queries_below_1=1, ann_latency=latency, exact_latency=latency, ann_timed=10,
+        exact_timed=10, speedup_p50=1.0, depth_sweep={}, indexed=100, index_params={},
+        model_id="m")
     ok, why = gate_verdict(report, 100, "v1")
     assert ok and why.startswith("publish v2") and "at search depth 192" in why
-    missed = {**report, "target": 0.99, "depth_verdict": "no search depth up to 1024 reaches"}
+    missed = replace(report, target=0.99, depth_verdict="no search depth up to 1024 reaches")
     ok, why = gate_verdict(missed, 100, "v1")
     assert not ok and "at search depth 192 is below the target 0.99" in why
     assert "no search depth up to 1024 reaches" in why and "live index stays v1" in why
-    ok, why = gate_verdict({**report, "target": 0.9}, 99, None)
+    ok, why = gate_verdict(replace(report, target=0.9), 99, None)
     assert not ok and "99 documents but there are 100" in why
-    ok, _ = gate_verdict({**report, "mean_recall": float("nan"), "target": 0.01}, 100, "v1")
+    ok, _ = gate_verdict(replace(report, mean_recall=float("nan"), target=0.01), 100, "v1")
     assert not ok

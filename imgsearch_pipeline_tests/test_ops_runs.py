@@ -14,8 +14,9 @@ from imgsearch_pipeline.resources.object_store import LocalObjectStore
 from imgsearch_pipeline.resources.storage import PostsDataset
 from imgsearch_pipeline.resources.vector_index import FaissHnswIndex
 from imgsearch_pipeline.sample_data import write_dataset
-from imgsearch_pipeline.schedules import reindex_schedule
-from imgsearch_pipeline.sensors import failure_text, new_shards
+from imgsearch_pipeline.schedules import make_reindex_schedule
+from imgsearch_pipeline.sensors import failure_text, make_shard_sensor
+from imgsearch_pipeline.settings import Settings
 
 from .pipeline import all_assets, materialize_all, pipeline_resources
 
@@ -43,7 +44,7 @@ def job(name: str, resources: dict) -> dg.JobDefinition:
 
 
 def tick(dataset: Path, cursor: str | None, instance: dg.DagsterInstance):
-    return new_shards(dg.build_sensor_context(
+    return make_shard_sensor(Settings.read({}))(dg.build_sensor_context(
         cursor=cursor, instance=instance, resources={"dataset": PostsDataset(location=str(dataset))}))
 
 
@@ -84,8 +85,8 @@ def test_new_shard_is_noticed_and_only_its_posts_are_stored_and_embedded(small_d
     assert part_uuids(folder, written) == new  # exactly the new posts, in new parts
     assert embeddings.count == len(after)
     report = run2.output_for_node("recall_report")
-    assert report["indexed"] == run2.output_for_node("posts").train
-    assert FaissHnswIndex(root=str(tmp_path / "var/index")).live_version() == report["index_version"]
+    assert report.indexed == run2.output_for_node("posts").train
+    assert FaissHnswIndex(root=str(tmp_path / "var/index")).live_version() == report.index_version
     assert isinstance(tick(small_dataset, second.cursor, instance), dg.SkipReason)
 
 
@@ -95,7 +96,7 @@ def test_failing_recall_gate_leaves_the_previous_index_live(small_dataset, tmp_p
     index = FaissHnswIndex(root=str(tmp_path / "var/index"))
     good = materialize_all(resources, instance=instance)
     live = index.live_version()
-    assert live == good.output_for_node("recall_report")["index_version"]
+    assert live == good.output_for_node("recall_report").index_version
     history = good.asset_materializations_for_node("recall_report")[0].metadata
     for name in ("mean_recall", "min_recall", "ann_p50_ms", "ann_p95_ms", "exact_p50_ms",
                  "exact_p95_ms", "speedup_p50"):
@@ -107,7 +108,7 @@ def test_failing_recall_gate_leaves_the_previous_index_live(small_dataset, tmp_p
     blocked = materialize_all(sparse_index(resources), run_config=UNREACHABLE,
                               instance=instance, raise_on_error=False)
     # and the scheduled re-index job, same target
-    request = reindex_schedule(dg.build_schedule_context())
+    request = make_reindex_schedule(Settings.read({}))(dg.build_schedule_context())
     blocked_job = job("reindex", sparse_index(resources)).execute_in_process(
         run_config=UNREACHABLE, tags=request.tags, instance=instance, raise_on_error=False)
 
@@ -115,7 +116,7 @@ def test_failing_recall_gate_leaves_the_previous_index_live(small_dataset, tmp_p
         assert not result.success
         assert index.live_version() == live  # the LIVE pointer did not move
         assert not result.asset_materializations_for_node("live_index")
-        new_version = result.output_for_node("recall_report")["index_version"]
+        new_version = result.output_for_node("recall_report").index_version
         assert new_version != live and new_version in index.versions()  # built, not published
         gate = next(e for e in result.get_asset_check_evaluations()
                     if e.check_name == "recall_meets_target")
@@ -134,7 +135,7 @@ def test_failing_recall_gate_leaves_the_previous_index_live(small_dataset, tmp_p
 
     # with the default index and sweep the scheduled job publishes again
     passed = job("reindex", resources).execute_in_process(tags=request.tags, instance=instance)
-    assert index.live_version() == passed.output_for_node("recall_report")["index_version"] != live
+    assert index.live_version() == passed.output_for_node("recall_report").index_version != live
     assert metadata(passed, "image_embeddings")["embedded_now"] == 0
 
 

@@ -1,4 +1,6 @@
-"""The S3 object store and s3:// datasets against moto's S3 server on 127.0.0.1."""
+"""The S3 object store, tables, asset values and s3:// datasets against moto's S3 server on
+127.0.0.1: one pyarrow filesystem for all of them, reached as the AWS SDK's environment says
+(AWS_ENDPOINT_URL_S3, AWS_REGION, the credential chain), with one retry budget."""
 
 import logging
 import threading
@@ -7,21 +9,25 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import boto3
+import dagster as dg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from botocore.exceptions import ClientError
-from dagster_aws.s3 import S3Resource
 from moto.server import ThreadedMotoServer
 
-from imgsearch_pipeline.core.shards import find_shard_paths, iter_batches, open_location
+from imgsearch_pipeline import cli
+from imgsearch_pipeline.core import filesystems, tables
+from imgsearch_pipeline.core.filesystems import open_location, s3_filesystem
+from imgsearch_pipeline.core.shards import find_shard_paths, iter_batches
+from imgsearch_pipeline.resources import s3_store
 from imgsearch_pipeline.resources.s3_store import S3ObjectStore
+from imgsearch_pipeline.resources.storage import PickledValues
 
 from .pipeline import materialize_all, pipeline_resources
 from .servers import FlakyProxy, free_port
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
-
-KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 def start_moto(port: int) -> ThreadedMotoServer:
@@ -43,22 +49,38 @@ def moto_url():
     stop_moto(server)
 
 
-def make_store(endpoint: str, bucket: str, **fields) -> S3ObjectStore:
-    max_attempts = fields.pop("max_attempts", 5)
-    return S3ObjectStore(s3=S3Resource(endpoint_url=endpoint, region_name="us-east-1",
-                                       max_attempts=max_attempts, **KEYS),
-                         bucket=bucket, **fields)
-
-
-def new_bucket(endpoint: str) -> str:
-    bucket = f"imgsearch-{uuid.uuid4().hex[:12]}"
-    make_store(endpoint, bucket).client().create_bucket(Bucket=bucket)
-    return bucket
+def use_endpoint(monkeypatch, endpoint: str) -> None:
+    """Point the AWS SDK's environment (pyarrow's and boto3's) at ``endpoint``."""
+    for name, value in {"AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
-def store(moto_url) -> S3ObjectStore:
-    return make_store(moto_url, new_bucket(moto_url), prefix="imgsearch")
+def s3_environment(moto_url, monkeypatch):
+    use_endpoint(monkeypatch, moto_url)
+    return moto_url
+
+
+def make_store(bucket: str, **fields) -> S3ObjectStore:
+    """A store on the endpoint the environment names when it is first used."""
+    return S3ObjectStore(bucket=bucket, **fields)
+
+
+def new_bucket() -> str:
+    bucket = f"imgsearch-{uuid.uuid4().hex[:12]}"
+    assert make_store(bucket).ensure_bucket()
+    return bucket
+
+
+def raw_client():
+    """boto3 on the environment's endpoint: what is in the bucket, not read by our code."""
+    return boto3.client("s3")
+
+
+@pytest.fixture
+def store(s3_environment) -> S3ObjectStore:
+    return make_store(new_bucket(), prefix="imgsearch")
 
 
 def image_items(count: int, start: int = 0) -> list[tuple[str, bytes, str]]:
@@ -68,12 +90,11 @@ def image_items(count: int, start: int = 0) -> list[tuple[str, bytes, str]]:
 
 # -- the object store -------------------------------------------------------------------
 
-def test_put_get_exists_and_content_type(store):
+def test_put_get_list_and_content_type(store):
     store.put("images/ab/one.png", b"\x89PNG data", "image/png")
     assert store.get("images/ab/one.png") == b"\x89PNG data"
-    assert store.exists("images/ab/one.png")
-    assert not store.exists("images/ab/two.png")
-    raw = store.client().head_object(Bucket=store.bucket, Key="imgsearch/images/ab/one.png")
+    assert list(store.iter_keys("images/ab/")) == ["images/ab/one.png"]  # and no two.png
+    raw = raw_client().head_object(Bucket=store.bucket, Key="imgsearch/images/ab/one.png")
     assert raw["ContentType"] == "image/png"  # stored under the prefix, with its type
     with pytest.raises(FileNotFoundError, match="two.png"):
         store.get("images/ab/two.png")
@@ -92,32 +113,35 @@ def test_bad_keys_are_refused_before_any_request(store, key):
     assert list(store.iter_keys()) == []
 
 
-def test_missing_bucket_is_a_clear_error(moto_url):
-    missing = make_store(moto_url, f"absent-{uuid.uuid4().hex[:8]}")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        missing.put("images/ab/x.jpg", b"x", "image/jpeg")
+def test_missing_bucket_is_a_clear_error(s3_environment):
+    missing = make_store(f"absent-{uuid.uuid4().hex[:8]}")
+    for action in (lambda: missing.put("images/ab/x.jpg", b"x", "image/jpeg"),
+                   lambda: missing.get("images/ab/x.jpg"), lambda: list(missing.iter_keys())):
+        with pytest.raises(FileNotFoundError, match=f"bucket '{missing.bucket}' does not exist"):
+            action()
 
 
-def test_iter_keys_follows_every_page_and_stays_in_its_prefix(moto_url):
-    bucket = new_bucket(moto_url)
-    store = make_store(moto_url, bucket, prefix="imgsearch", list_page_size=25)
-    items = image_items(130)
-    assert store.put_many(items, max_workers=8) == 130
+def test_iter_keys_follows_every_page_and_stays_in_its_prefix(s3_environment, monkeypatch):
+    bucket = new_bucket()
+    store = make_store(bucket, prefix="imgsearch")
+    items = image_items(1010)  # S3 answers 1,000 keys a page
+    assert store.put_many(items, max_workers=8) == 1010
     # Objects outside the store's prefix, including one whose name merely starts like it.
-    other = make_store(moto_url, bucket, prefix="imgsearch-old")
+    other = make_store(bucket, prefix="imgsearch-old")
     other.put("images/00/000000.jpg", b"other", "image/jpeg")
 
-    pages = []
-    store.client().meta.events.register("before-call.s3.ListObjectsV2",
-                                        lambda **kwargs: pages.append(1))
-    keys = list(store.iter_keys("images/"))
+    upstream = int(s3_environment.rsplit(":", 1)[1])
+    with FlakyProxy(upstream, 0, statuses=(503,), error=s3_error) as proxy:
+        use_endpoint(monkeypatch, proxy.url)
+        keys = list(make_store(bucket, prefix="imgsearch").iter_keys("images/"))
+        assert proxy.forwarded == 2  # one listing, two pages
     assert sorted(keys) == sorted(key for key, _, _ in items)
-    assert len(pages) == 6  # 130 keys, 25 a page
     assert list(store.iter_keys("images/01/")) == [k for k, _, _ in items if k.startswith("images/01/")]
-    assert len(store._clients) == 1  # eight upload threads shared one client
+    assert list(store.iter_keys("images/01/0000")) == ["images/01/000001.jpg"]
+    assert list(store.iter_keys("nothing/")) == []
 
 
-def test_presigned_url_is_fetchable(store, moto_url):
+def test_presigned_url_is_fetchable(store):
     store.put("images/cd/photo.jpg", b"jpeg body", "image/jpeg")
     with urllib.request.urlopen(store.url("images/cd/photo.jpg"), timeout=10) as response:
         assert response.read() == b"jpeg body"
@@ -133,6 +157,91 @@ def test_presigned_url_uses_the_public_endpoint(store, moto_url):
     assert "X-Amz-Signature=" in url
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.read() == b"public body"
+    assert store.url("images/cd/public.jpg").startswith(f"{moto_url}/{store.bucket}/")
+
+
+def test_ensure_bucket_command_creates_the_bucket_once(s3_environment, monkeypatch, capsys):
+    """``python -m imgsearch_pipeline.cli ensure-bucket`` (compose's minio-init), on the
+    store the production settings give (here one on moto)."""
+    store = make_store(f"imgsearch-{uuid.uuid4().hex[:12]}")
+    monkeypatch.setattr(cli, "production_backends", lambda settings: {"object_store": store})
+    cli.main(["ensure-bucket"])
+    assert capsys.readouterr().out == f"bucket {store.bucket} created\n"
+    store.put("images/ab/kept.jpg", b"kept", "image/jpeg")
+    cli.main(["ensure-bucket"])
+    assert capsys.readouterr().out == f"bucket {store.bucket} already there\n"
+    assert store.get("images/ab/kept.jpg") == b"kept"
+    with pytest.raises(SystemExit, match="usage: python -m imgsearch_pipeline.cli ensure-bucket"):
+        cli.main(["make-bucket"])
+
+
+def test_writes_to_a_missing_bucket_fail_and_never_create_it(s3_environment):
+    """Only ensure_bucket may create a bucket. A table write's failed upload is raised:
+    ``pafs.copy_files`` dropped the error of an upload's last request (nothing stored,
+    nothing said)."""
+    missing = f"absent-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(OSError, match="NO_SUCH_BUCKET"):
+        tables.write_text_atomic("x", f"s3://{missing}/home/tables/note.txt")
+    assert s3_filesystem().get_file_info(missing).type.name == "NotFound"
+
+
+def test_the_store_renews_its_filesystem_before_the_retry_quota_runs_out(store):
+    """pyarrow never refills the AWS SDK's retry quota: one filesystem stops retrying after
+    100 retries in its life (measured), so the store never keeps one for more calls."""
+    used = [store.filesystem() for _ in range(2 * s3_store.CALLS_PER_FILESYSTEM + 1)]
+    assert len({id(filesystem) for filesystem in used}) == 3
+    assert s3_store.CALLS_PER_FILESYSTEM <= 100  # 500 tokens, 5 a retry
+
+
+def test_an_interrupted_upload_never_reaches_its_target(s3_environment, monkeypatch):
+    """pyarrow's stream completes what it holds when closed, an interrupted upload too:
+    that happens to a hidden key, never to the file a run trusts."""
+    bucket = new_bucket()
+    location = f"s3://{bucket}/home/tables/t.parquet"
+    tables.write_table_atomic(pa.table({"x": [1]}), location)
+
+    def interrupted(source, target, length):
+        target.write(source.read(10))
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tables.shutil, "copyfileobj", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            tables.write_table_atomic(pa.table({"x": [1, 2, 3]}), location)
+    assert tables.read_table(location).to_pydict() == {"x": [1]}
+    listed = raw_client().list_objects_v2(Bucket=bucket)["Contents"]
+    assert not [o["Key"] for o in listed if o["Key"].endswith(".tmp")]  # and none left over
+
+
+# -- the AWS SDK's environment -----------------------------------------------------------
+
+def test_the_sdk_environment_configures_the_one_filesystem(s3_environment, monkeypatch):
+    # Building the filesystem and presigning send nothing to the endpoint (the region is
+    # the environment's, not asked of the server).
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    with flaky_moto(s3_environment, failures=0) as proxy:
+        use_endpoint(monkeypatch, proxy.url)
+        monkeypatch.setenv("AWS_REGION", "eu-west-3")
+        assert s3_filesystem().region == "eu-west-3"
+        url = make_store("imgsearch").url("images/ab/x.jpg")
+        assert url.startswith(f"{proxy.url}/imgsearch/images/ab/x.jpg?")
+        assert "eu-west-3" in url  # signed for the filesystem's region
+        assert proxy.forwarded == 0 and proxy.failed == []
+    # AWS_ENDPOINT_URL (every service's) works as well as the S3 one.
+    use_endpoint(monkeypatch, s3_environment)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_environment)
+    bucket = new_bucket()
+    assert raw_client().head_bucket(Bucket=bucket)
+
+
+def test_an_unreachable_endpoint_fails_soon_with_a_clear_error(monkeypatch):
+    monkeypatch.setattr(filesystems, "S3_MAX_ATTEMPTS", 2)
+    use_endpoint(monkeypatch, f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(OSError, match="(?i)connect"):
+        make_store("imgsearch").put("images/ab/x.jpg", b"x", "image/jpeg")
+    assert time.monotonic() - started < 15
 
 
 # -- failures: injected 5xx and a server restart ----------------------------------------
@@ -143,38 +252,60 @@ def s3_error(status: int) -> tuple[list[tuple[str, str]], bytes]:
             f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode())
 
 
-def flaky_moto(upstream_port: int, failures: int) -> FlakyProxy:
+def flaky_moto(endpoint: str, failures: int) -> FlakyProxy:
     """Forwards to moto, but answers the first ``failures`` requests with 503/500 errors."""
-    return FlakyProxy(upstream_port, failures, statuses=(503, 500), error=s3_error)
+    return FlakyProxy(int(endpoint.rsplit(":", 1)[1]), failures, statuses=(503, 500),
+                      error=s3_error)
 
 
-def test_retries_injected_503_and_500_then_succeeds(moto_url):
-    bucket = new_bucket(moto_url)
-    upstream_port = int(moto_url.rsplit(":", 1)[1])
-    with flaky_moto(upstream_port, failures=2) as proxy:
-        store = make_store(proxy.url, bucket, max_attempts=3)
-        store.put("images/ef/retried.jpg", b"kept", "image/jpeg")
-        assert proxy.failed == [503, 500] and proxy.forwarded == 1
-        assert store.get("images/ef/retried.jpg") == b"kept"
+def write_and_read_back(kind: str, bucket: str):
+    """Write one object, table or asset value to the bucket and read it back."""
+    if kind == "object":
+        store = make_store(bucket, prefix="home/objects")
+        store.put("images/ef/one.jpg", b"kept", "image/jpeg")
+        return store.get("images/ef/one.jpg")
+    if kind == "table":
+        location = f"s3://{bucket}/home/tables/t.parquet"
+        tables.write_table_atomic(pa.table({"x": [1, 2]}), location)
+        return tables.read_table(location).to_pydict()
+    values = PickledValues(root=f"s3://{bucket}/home/values")
+    values.handle_output(dg.build_output_context(asset_key=dg.AssetKey("posts")), {"n": 3})
+    return values.load_input(dg.build_input_context(asset_key=dg.AssetKey("posts")))
 
 
-def test_gives_up_when_the_retry_budget_is_spent(moto_url):
-    bucket = new_bucket(moto_url)
-    upstream_port = int(moto_url.rsplit(":", 1)[1])
-    with flaky_moto(upstream_port, failures=10) as proxy:
-        store = make_store(proxy.url, bucket, max_attempts=2)
-        with pytest.raises(ClientError, match="SlowDown|InternalError"):
-            store.put("images/ef/lost.jpg", b"x", "image/jpeg")
+KINDS = {"object": b"kept", "table": {"x": [1, 2]}, "value": {"n": 3}}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_retries_injected_503_and_500_then_succeeds(kind, s3_environment, monkeypatch):
+    monkeypatch.setattr(filesystems, "S3_MAX_ATTEMPTS", 3)
+    bucket = new_bucket()
+    with flaky_moto(s3_environment, failures=2) as proxy:
+        use_endpoint(monkeypatch, proxy.url)
+        assert write_and_read_back(kind, bucket) == KINDS[kind]
+        assert proxy.failed == [503, 500]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_retry_budget_for_objects_tables_and_values(kind, s3_environment, monkeypatch):
+    """Each request gets exactly S3_MAX_ATTEMPTS tries, the first included, whatever
+    carries it: no layer retries on top of another."""
+    monkeypatch.setattr(filesystems, "S3_MAX_ATTEMPTS", 2)
+    bucket = new_bucket()
+    with flaky_moto(s3_environment, failures=10) as proxy:
+        use_endpoint(monkeypatch, proxy.url)
+        with pytest.raises(OSError, match="injected"):
+            write_and_read_back(kind, bucket)
         assert proxy.failed == [503, 500] and proxy.forwarded == 0  # the first try counts
-    assert not make_store(moto_url, bucket).exists("images/ef/lost.jpg")
+    use_endpoint(monkeypatch, s3_environment)
+    assert raw_client().list_objects_v2(Bucket=bucket)["KeyCount"] == 0  # nothing stored
 
 
-def test_put_many_continues_across_a_server_restart():
+def test_put_many_continues_across_a_server_restart(monkeypatch):
     port = free_port()
     server = start_moto(port)
-    endpoint = f"http://127.0.0.1:{port}"
-    bucket = new_bucket(endpoint)
-    store = make_store(endpoint, bucket, max_attempts=12)
+    use_endpoint(monkeypatch, f"http://127.0.0.1:{port}")
+    store = make_store(new_bucket())  # S3_MAX_ATTEMPTS tries ride out the restart
     items = image_items(150)
     outcome: dict = {}
 
@@ -205,14 +336,6 @@ def test_put_many_continues_across_a_server_restart():
 
 # -- s3:// datasets and the whole graph ---------------------------------------------------
 
-@pytest.fixture
-def s3_environment(moto_url, monkeypatch):
-    for name, value in {"IMGSEARCH_S3_ENDPOINT": moto_url, "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    return moto_url
-
-
 def upload_dataset(store: S3ObjectStore, folder: Path) -> list[str]:
     keys = []
     for path in sorted(folder.glob("*.parquet")):
@@ -222,8 +345,8 @@ def upload_dataset(store: S3ObjectStore, folder: Path) -> list[str]:
 
 
 def test_dataset_location_on_s3(s3_environment, sample_dataset):
-    bucket = new_bucket(s3_environment)
-    upload_dataset(make_store(s3_environment, bucket, prefix="posts"), sample_dataset)
+    bucket = new_bucket()
+    upload_dataset(make_store(bucket, prefix="posts"), sample_dataset)
     filesystem, paths = find_shard_paths(f"s3://{bucket}/posts/data")
     local = sorted(sample_dataset.glob("*.parquet"))
     assert paths == [f"{bucket}/posts/data/{p.name}" for p in local]
@@ -236,9 +359,9 @@ def test_dataset_location_on_s3(s3_environment, sample_dataset):
 
 
 def test_whole_graph_with_s3_objects_and_dataset(s3_environment, sample_dataset, tmp_path):
-    bucket = new_bucket(s3_environment)
-    upload_dataset(make_store(s3_environment, bucket, prefix="posts"), sample_dataset)
-    objects = make_store(s3_environment, bucket, prefix="objects")
+    bucket = new_bucket()
+    upload_dataset(make_store(bucket, prefix="posts"), sample_dataset)
+    objects = make_store(bucket, prefix="objects")
     resources = pipeline_resources(tmp_path / "var", f"s3://{bucket}/posts/data",
                                    object_store=objects)
     first = materialize_all(resources)
@@ -246,7 +369,7 @@ def test_whole_graph_with_s3_objects_and_dataset(s3_environment, sample_dataset,
     posts = first.output_for_node("posts")
     stored = sorted(objects.iter_keys("images/"))
     assert len(stored) == posts.posts == first.output_for_node("image_objects").uploaded
-    head = objects.client().head_object(Bucket=bucket, Key=f"objects/{stored[0]}")
+    head = raw_client().head_object(Bucket=bucket, Key=f"objects/{stored[0]}")
     assert head["ContentType"].startswith("image/")
 
     again = materialize_all(resources)

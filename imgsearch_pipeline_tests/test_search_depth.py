@@ -14,7 +14,7 @@ from imgsearch_pipeline.core import es_queries as q
 from imgsearch_pipeline.core.depth import DepthPoint, candidate_depths, measure_depth, sweep_depths
 from imgsearch_pipeline.core.integrity import IntegrityError
 from imgsearch_pipeline.core.layout import Layout
-from imgsearch_pipeline.core.report import depth_figure_png, report_markdown
+from imgsearch_pipeline.core.report import RecallReport, depth_figure_png, report_markdown
 from imgsearch_pipeline.core.similarity import l2_normalise
 from imgsearch_pipeline.core.vectors import read_vectors
 from imgsearch_pipeline.resources.vector_index import (
@@ -138,11 +138,12 @@ def test_report_shows_the_curve_and_the_choice():
     depths = candidate_depths(10, 1024)
     sweep = sweep_depths(fake_measure({d: 1 - 1 / d for d in depths}, []), depths, 10, 0.997)
     latency = {"mean_ms": 1.0, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0}
-    report = {"k": 10, "mean_recall": 0.998, "min_recall": 0.9, "queries_below_1": 3,
-              "queries": 100, "indexed": 1000, "num_candidates": 384, "target": 0.997,
-              "depth_sweep": sweep.as_dict(), "depth_verdict": sweep.verdict(),
-              "speedup_p50": 5.0, "model_id": "m", "index_version": "v1", "index_params": {},
-              "ann_latency": latency, "exact_latency": latency}
+    report = RecallReport(k=10, mean_recall=0.998, min_recall=0.9, queries_below_1=3,
+                          queries=100, indexed=1000, num_candidates=384, target=0.997,
+                          depth_sweep=sweep.as_dict(), depth_verdict=sweep.verdict(),
+                          speedup_p50=5.0, model_id="m", index_version="v1", index_params={},
+                          ann_latency=latency, exact_latency=latency, ann_timed=100,
+                          exact_timed=100, ground_truth_corpus=1000)
     text = report_markdown(report)
     assert "| **384** | 0.9974 |" in text and "| 256 | 0.9961 |" in text and "| 512 |" in text
     assert "| 768 |" not in text  # the sweep stopped one depth past the choice
@@ -170,7 +171,7 @@ def deep(tmp_path_factory, sample_dataset):
 def test_the_version_records_the_depth_that_reaches_the_target(deep):
     home, index, result = deep
     report = result.output_for_node("recall_report")
-    version, depth = report["index_version"], report["num_candidates"]
+    version, depth = report.index_version, report.num_candidates
     assert depth > DEFAULT_NUM_CANDIDATES
 
     # Reference: recall of the built version at each depth, from the stored vectors and
@@ -193,7 +194,7 @@ def test_the_version_records_the_depth_that_reaches_the_target(deep):
     depths = candidate_depths(10, 1024)
     assert recall_at(DEFAULT_NUM_CANDIDATES) < TARGET <= recall_at(depth)
     assert recall_at(depths[depths.index(depth) - 1]) < TARGET
-    assert report["mean_recall"] == pytest.approx(recall_at(depth))
+    assert report.mean_recall == pytest.approx(recall_at(depth))
 
     record = json.loads((Path(index.root) / "versions" / version / "search_depth.json").read_text())
     assert record["num_candidates"] == depth and record["target"] == TARGET
@@ -212,14 +213,14 @@ def test_the_gate_passes_at_the_recorded_depth_and_publishes(deep):
     gate = next(e for e in result.get_asset_check_evaluations()
                 if e.check_name == "recall_meets_target")
     assert gate.passed
-    assert f"at search depth {report['num_candidates']}" in gate.description
-    assert gate.metadata["num_candidates"].value == report["num_candidates"]
-    assert index.live_version() == report["index_version"]
+    assert f"at search depth {report.num_candidates}" in gate.description
+    assert gate.metadata["num_candidates"].value == report.num_candidates
+    assert index.live_version() == report.index_version
 
 
 def test_the_api_searches_at_the_versions_depth_unless_asked_otherwise(deep):
     home, index, result = deep
-    depth = result.output_for_node("recall_report")["num_candidates"]
+    depth = result.output_for_node("recall_report").num_candidates
     ids, vectors = read_vectors(result.output_for_node("image_embeddings").folder)
     with TestClient(create_app({"IMGSEARCH_HOME": str(home),
                                 "IMGSEARCH_EMBEDDER": "color-texture"})) as client:

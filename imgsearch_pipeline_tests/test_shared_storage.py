@@ -33,22 +33,22 @@ from imgsearch_pipeline.core.vectors import (
     vectors_table,
 )
 from imgsearch_pipeline.definitions import defs
-from imgsearch_pipeline.resources.environment import ConfigurationError
 from imgsearch_pipeline.resources.profiles import resources_for
-from imgsearch_pipeline.resources.storage import ObjectStoreValues
+from imgsearch_pipeline.resources.storage import PickledValues
 from imgsearch_pipeline.resources.vector_index import FaissHnswIndex
+from imgsearch_pipeline.settings import ConfigurationError, Settings
 
 from .pipeline import materialize_all
-from .test_s3_store import make_store, moto_url, new_bucket, s3_environment  # noqa: F401
+from .test_s3_store import moto_url, new_bucket, raw_client, s3_environment  # noqa: F401
 
 
 @pytest.fixture
 def production(s3_environment, tmp_path, sample_dataset, monkeypatch):  # noqa: F811
-    bucket = new_bucket(s3_environment)
+    bucket = new_bucket()
     env = {"IMGSEARCH_PROFILE": "production", "IMGSEARCH_EMBEDDER": "color-texture",
            "IMGSEARCH_DATASET": str(sample_dataset), "IMGSEARCH_ES_URL": "http://127.0.0.1:9",
            "IMGSEARCH_S3_BUCKET": bucket, "IMGSEARCH_S3_PREFIX": "prod",
-           "IMGSEARCH_S3_ENDPOINT": s3_environment, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_ENDPOINT_URL_S3": s3_environment, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
            "IMGSEARCH_API_PUBLIC": "true",
            "IMGSEARCH_API_VECTOR_CACHE": str(tmp_path / "vector-cache")}
@@ -62,14 +62,13 @@ def production(s3_environment, tmp_path, sample_dataset, monkeypatch):  # noqa: 
 
     def resources() -> dict:
         """The production resources as a fresh process builds them, on the test's index."""
-        return {**resources_for(env), "vector_index": index}
+        return {**resources_for(Settings.read(env)), "vector_index": index}
 
     return bucket, env, resources, workdir
 
 
-def keys_in(store, bucket: str, prefix: str) -> list[str]:
-    client = store.client()
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+def keys_in(bucket: str, prefix: str) -> list[str]:
+    pages = raw_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
 
@@ -77,23 +76,23 @@ def test_tables_and_values_live_in_the_bucket_and_the_api_reads_them(production,
     bucket, env, resources, workdir = production
     first = resources()
     assert first["home"].root == f"s3://{bucket}/prod"
-    assert isinstance(first["io_manager"], ObjectStoreValues)
+    assert first["io_manager"] == PickledValues(root=f"s3://{bucket}/prod/values")
 
     result = materialize_all(first)
     assert result.success
     store = first["object_store"]
-    tables = keys_in(store, bucket, "prod/tables/")
+    tables = keys_in(bucket, "prod/tables/")
     for name in ("posts.parquet", "rejected_posts.parquet", "ground_truth.parquet",
                  "reports/recall_report.json", "reports/recall_report.md",
                  "reports/recall_per_query.parquet", "reports/latency.png"):
         assert f"prod/tables/{name}" in tables, tables
     assert any(k.startswith("prod/tables/embeddings/") and k.endswith(".parquet") for k in tables)
-    values = keys_in(store, bucket, "prod/values/")
+    values = keys_in(bucket, "prod/values/")
     assert {"prod/values/posts", "prod/values/recall_report"} <= set(values), values
     assert list(workdir.iterdir()) == []  # nothing went to the local disk
 
     # The posts table read straight from the bucket (boto3, not the pipeline's readers).
-    body = store.client().get_object(Bucket=bucket, Key="prod/tables/posts.parquet")["Body"].read()
+    body = raw_client().get_object(Bucket=bucket, Key="prod/tables/posts.parquet")["Body"].read()
     posts = pq.read_table(io.BytesIO(body))
     made = result.output_for_node("posts")
     assert posts.num_rows == made.posts and made.path == f"s3://{bucket}/prod/tables/posts.parquet"
@@ -102,13 +101,14 @@ def test_tables_and_values_live_in_the_bucket_and_the_api_reads_them(production,
     report = dg.Definitions(assets=defs.assets, resources=resources()).load_asset_value(
         "recall_report", instance=dg.DagsterInstance.ephemeral())
     assert report == result.output_for_node("recall_report")
-    assert report["indexed"] == made.train and report["mean_recall"] >= 0.9
+    assert report.indexed == made.train and report.mean_recall >= 0.9
 
     # The API, built from the same environment, serves from the bucket's tables; its stored
     # vectors are a memory map of a local cache file, equal to the bucket's parts (read here
     # with boto3 and pyarrow, not the pipeline's readers).
-    monkeypatch.setattr(service_module, "resources_for", lambda environ=None: resources())
-    service = load_service(env)
+    monkeypatch.setattr(service_module, "resources_for", lambda settings: resources())
+    settings = Settings.read(env)
+    service = load_service(settings, settings.api)
     assert isinstance(service.vectors.matrix, np.memmap)
     assert Path(service.vectors.matrix.filename).parent.parent == Path(
         env["IMGSEARCH_API_VECTOR_CACHE"])
@@ -116,7 +116,7 @@ def test_tables_and_values_live_in_the_bucket_and_the_api_reads_them(production,
     for key in tables:
         if key.startswith("prod/tables/embeddings/") and key.endswith(".parquet"):
             part = pq.read_table(io.BytesIO(
-                store.client().get_object(Bucket=bucket, Key=key)["Body"].read()))
+                raw_client().get_object(Bucket=bucket, Key=key)["Body"].read()))
             for uuid, vector in zip(part.column("uuid").to_pylist(),
                                     part.column("vector").to_pylist(), strict=True):
                 reference.setdefault(uuid, vector)
@@ -142,7 +142,7 @@ def test_tables_and_values_live_in_the_bucket_and_the_api_reads_them(production,
 def test_checksums_find_damage_on_the_object_store(s3_environment):  # noqa: F811
     """Parts written to the bucket carry their manifests there; bytes changed in the bucket
     are found, never read, and set aside in the bucket."""
-    bucket = new_bucket(s3_environment)
+    bucket = new_bucket()
     folder = f"s3://{bucket}/home/tables/embeddings/m"
     vectors = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     for i in range(2):
@@ -153,7 +153,7 @@ def test_checksums_find_damage_on_the_object_store(s3_environment):  # noqa: F81
     ids, matrix = read_vectors(folder)
     assert ids == ["u00", "u01", "u02", "u10", "u11", "u12"] and np.array_equal(matrix, vectors)
 
-    client = make_store(s3_environment, bucket).client()
+    client = raw_client()
     key = "home/tables/embeddings/m/part-1.parquet"
     body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     client.put_object(Bucket=bucket, Key=key, Body=body[:40] + b"\xff" * 8 + body[48:])
@@ -197,16 +197,15 @@ def test_the_vector_cache_follows_the_parts(tmp_path):
 
 def test_home_follows_imgsearch_home_when_it_is_set(tmp_path):
     env = {"IMGSEARCH_PROFILE": "production", "IMGSEARCH_EMBEDDER": "color-texture",
-           "IMGSEARCH_ES_URL": "http://127.0.0.1:9", "IMGSEARCH_S3_BUCKET": "images",
-           "IMGSEARCH_S3_ENDPOINT": "http://127.0.0.1:9"}
-    assert resources_for(env)["home"].root == "s3://images/imgsearch"  # the default prefix
-    other = resources_for({**env, "IMGSEARCH_HOME": "s3://state/run-a/"})
+           "IMGSEARCH_ES_URL": "http://127.0.0.1:9", "IMGSEARCH_S3_BUCKET": "images"}
+    assert resources_for(Settings.read(env))["home"].root == "s3://images/imgsearch"  # the default prefix
+    other = resources_for(Settings.read({**env, "IMGSEARCH_HOME": "s3://state/run-a/"}))
     assert other["home"].root == "s3://state/run-a"
-    assert (other["io_manager"].bucket, other["io_manager"].prefix) == ("state", "run-a/values")
-    local = resources_for({**env, "IMGSEARCH_HOME": str(tmp_path / "var")})
+    assert other["io_manager"] == PickledValues(root="s3://state/run-a/values")
+    local = resources_for(Settings.read({**env, "IMGSEARCH_HOME": str(tmp_path / "var")}))
     assert local["home"].root == str(tmp_path / "var")
-    assert isinstance(local["io_manager"], dg.FilesystemIOManager)
+    assert local["io_manager"] == PickledValues(root=str(tmp_path / "var" / "values"))
     with pytest.raises(ConfigurationError, match="folder or an s3:// URI"):
-        resources_for({**env, "IMGSEARCH_HOME": "gs://state/run-a"})
+        resources_for(Settings.read({**env, "IMGSEARCH_HOME": "gs://state/run-a"}))
     with pytest.raises(ConfigurationError, match="embedded profile keeps its files in a local"):
-        resources_for({**env, "IMGSEARCH_PROFILE": "embedded", "IMGSEARCH_HOME": "s3://state/a"})
+        resources_for(Settings.read({**env, "IMGSEARCH_PROFILE": "embedded", "IMGSEARCH_HOME": "s3://state/a"}))

@@ -139,8 +139,8 @@ def reference(tiny_siglip):
 def model(request, tiny_siglip):
     """Each CPU runtime the embedder can take (torch: GPUs and the fallback; OpenVINO: a
     CPU's default), OpenVINO at f32 whatever this CPU has, as the reference computes."""
-    from imgsearch_pipeline.resources import siglip_openvino
-    from imgsearch_pipeline.resources.siglip import load_siglip
+    from imgsearch_pipeline.resources.embedders import siglip_openvino
+    from imgsearch_pipeline.resources.embedders.siglip import load_siglip
 
     load_siglip.cache_clear()
     with pytest.MonkeyPatch.context() as patch:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsearch_pipeline.resources import siglip_openvino
-from imgsearch_pipeline.resources.embedders import MissingDependencyError, SiglipEmbedder
-from imgsearch_pipeline.resources.siglip import TorchSiglipEncoder, load_siglip
+from imgsearch_pipeline.resources.embedders import MissingDependencyError, SiglipEmbedder, siglip_openvino
+from imgsearch_pipeline.resources.embedders.siglip import load_siglip
+from imgsearch_pipeline.resources.embedders.siglip_torch import TorchSiglipEncoder
 
 COSINE = 0.9999
 TEXTS = ["cat", "a photo of a dog on the beach at sunset", "über café", "x " * 80]

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.images import ImageRejected
 from ..resources.embedders import TextNotSupportedError
+from ..settings import Settings
 from .admission import Lanes, Overloaded
 from .auth import KEY_HEADER, LinkSigner, Unauthorized
 from .hardening import add_hardening, truthful_openapi
@@ -97,11 +98,11 @@ def add_error_handlers(app: FastAPI) -> None:
         return _error(401, str(error), headers={"WWW-Authenticate": f'ApiKey header="{KEY_HEADER}"'})
 
 
-def _load_into(app: FastAPI, environ: Mapping[str, str] | None, settings: ApiSettings) -> str | None:
+def _load_into(app: FastAPI, full: Settings, settings: ApiSettings) -> str | None:
     """Load the live version's service and swap it in; on failure keep what is served and
     return the reason (client-safe: no server paths)."""
     try:
-        service = load_service(environ, settings)
+        service = load_service(full, settings)
     except Exception as error:  # whatever is missing or damaged: stay up and say why
         reason = public_reason(error)
         log.error("search index not loaded: %s", reason)
@@ -136,7 +137,7 @@ def _trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-async def follow_live_index(app: FastAPI, environ: Mapping[str, str] | None,
+async def follow_live_index(app: FastAPI, full: Settings,
                             settings: ApiSettings) -> None:
     """Serve each newly published version: poll the live pointer (or alias) and swap in a
     service loaded off the request path; requests keep the old one until it is ready.
@@ -165,7 +166,7 @@ async def follow_live_index(app: FastAPI, environ: Mapping[str, str] | None,
             continue
         if time.monotonic() < next_try:
             continue
-        reason = await anyio.to_thread.run_sync(_load_into, app, environ, settings)
+        reason = await anyio.to_thread.run_sync(_load_into, app, full, settings)
         if reason is None:
             failures, failed_live = 0, None
             continue
@@ -182,19 +183,26 @@ async def follow_live_index(app: FastAPI, environ: Mapping[str, str] | None,
 
 def create_app(environ: Mapping[str, str] | None = None,
                settings: ApiSettings | None = None) -> FastAPI:
-    """The app; the model and index load once at start (``environ`` defaults to os.environ)."""
-    chosen = settings or ApiSettings.from_env(environ)
+    """The app; the model and index load once at start. The settings are read here, once,
+    from ``environ`` (default: the process's environment); ``settings`` overrides the API's."""
+    full = Settings.read(environ)
+    chosen = settings or full.api
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        check_access_rules(chosen, environ)  # refuses to start, with the reason
+        check_access_rules(full, chosen)  # refuses to start, with the reason
+        if chosen.auth_required and chosen.link_secret is None:
+            # Works across workers (same keys, same secret), but a key rotation ends every link.
+            log.warning("image links are signed with a secret derived from the API keys: changing "
+                        "the keys ends the links given before; set IMGSEARCH_API_LINK_SECRET to "
+                        "keep them")
         app.state.admission = Lanes(chosen.inference_threads, chosen.queue, chosen.heavy_pixels)
         app.state.service = None
         app.state.load_error = None
         app.state.retired = []
-        app.state.load_error = await anyio.to_thread.run_sync(_load_into, app, environ, chosen)
+        app.state.load_error = await anyio.to_thread.run_sync(_load_into, app, full, chosen)
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(follow_live_index, app, environ, chosen)
+            tasks.start_soon(follow_live_index, app, full, chosen)
             yield
             tasks.cancel_scope.cancel()
 
@@ -207,7 +215,7 @@ def create_app(environ: Mapping[str, str] | None = None,
         redoc_url=None,
     )
     app.state.settings = chosen
-    app.state.signer = LinkSigner(chosen.link_ttl_s)
+    app.state.signer = LinkSigner.from_settings(chosen)  # the same secret in every worker
     add_error_handlers(app)
     app.include_router(router)
     add_hardening(app, chosen)

@@ -5,8 +5,10 @@ When keys are configured (IMGSEARCH_API_KEYS) every data endpoint needs header
 ``hmac.compare_digest``, against every stored digest, so timing says nothing about a key.
 
 An ``<img>`` tag cannot send a header, so the image links in search answers are signed
-(HMAC of the uuid and an expiry, with a secret made at start-up): like a presigned S3 URL,
-a link grants that one image for a while and nothing else.
+(HMAC of the uuid and an expiry): like a presigned S3 URL, a link grants that one image for
+a while and nothing else. The secret comes from the settings, so every worker process and
+every replica given the same settings accepts the links any of them gave:
+IMGSEARCH_API_LINK_SECRET, or else one derived from the configured keys.
 """
 
 import hashlib
@@ -50,12 +52,34 @@ async def require_key(request: Request, key: Annotated[str | None, Depends(_api_
     _check(request.app.state.settings, key)
 
 
+# Domain separation: the derived secret is used for nothing but signing image links.
+LINK_SECRET_LABEL = b"imgsearch api: image link signing v1"
+
+
+def link_secret(settings: ApiSettings) -> bytes | None:
+    """The secret of signed links, the same in every process given the same settings:
+    IMGSEARCH_API_LINK_SECRET, else (keys on) an HMAC over the sorted key digests, so no
+    key or digest is the secret itself. None when neither is set (keys off: no signed links)."""
+    if settings.link_secret is not None:
+        return settings.link_secret.get_secret_value().encode()
+    if not settings.auth_required:
+        return None
+    # A set, sorted: the order and repetition of the keys in the variable do not matter.
+    material = "\n".join(sorted(set(settings.key_digests))).encode()
+    return hmac.new(material, LINK_SECRET_LABEL, hashlib.sha256).digest()
+
+
 class LinkSigner:
-    """Signs ``/images/{uuid}`` links for a limited time with a per-process secret."""
+    """Signs ``/images/{uuid}`` links for a limited time."""
 
     def __init__(self, ttl_s: int, secret: bytes | None = None):
         self.ttl_s = ttl_s
+        # Random only when nothing is configured: links are then never signed (keys off).
         self._secret = secret or secrets.token_bytes(32)
+
+    @classmethod
+    def from_settings(cls, settings: ApiSettings) -> "LinkSigner":
+        return cls(settings.link_ttl_s, link_secret(settings))
 
     def _signature(self, uuid: str, expires: int) -> str:
         return hmac.new(self._secret, f"{uuid}.{expires}".encode(), hashlib.sha256).hexdigest()[:32]

@@ -134,9 +134,10 @@ async def _embed_and_search(request: Request, response: Response, service: Searc
     timings = Timings()
 
     def run() -> Page:
-        return service.search(embed(timings), options.page_size, options.num_candidates,
-                              options.search_filter, options.collapse, timings,
-                              offset=options.offset)
+        return service.search(embed(timings), k=options.page_size,
+                              num_candidates=options.num_candidates,
+                              search_filter=options.search_filter, collapse=options.collapse,
+                              timings=timings, offset=options.offset)
 
     # Off the event loop, under the bounded queue: beyond it, 503 + Retry-After at once.
     page = await request.app.state.admission.run(run, pixels)
@@ -190,8 +191,9 @@ async def similar(request: Request, response: Response, service: Service, uuid: 
         raise HTTPException(404, "post has no stored vector" if known else "no post with this uuid")
     timings = Timings()
     page = await run_in_threadpool(
-        service.search, vector, options.page_size, options.num_candidates, options.search_filter,
-        options.collapse, timings, uuid, options.offset)
+        service.search, vector, k=options.page_size, num_candidates=options.num_candidates,
+        search_filter=options.search_filter, collapse=options.collapse, timings=timings,
+        exclude=uuid, offset=options.offset)
     return _answer(request, response, service, "similar", options, page, timings)
 
 

@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -22,11 +22,10 @@ from ..core.similarity import cosine
 from ..core.tables import is_file, read_schema, read_table
 from ..core.vectors import embedding_parts, mapped_vectors, parts_fingerprint
 from ..resources.embedders import EmbeddingModel, ModelUnavailableError
-from ..resources.environment import ConfigurationError
 from ..resources.object_store import ObjectStore
 from ..resources.profiles import resources_for
 from ..resources.vector_index import DEFAULT_NUM_CANDIDATES, Hit, SearchFilter, VectorIndex
-from .settings import ApiSettings
+from ..settings import ApiSettings, ConfigurationError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +184,7 @@ class SearchService:
     def search(
         self,
         vector: np.ndarray,
+        *,
         k: int,
         num_candidates: int | None,
         search_filter: SearchFilter | None,
@@ -287,14 +287,12 @@ def _read_vectors(folder: str, shown: str, model: EmbeddingModel, version: str, 
     return StoredVectors(matrix, {u: i for i, u in enumerate(ids)}), notes
 
 
-def load_service(environ: Mapping[str, str] | None = None,
-                 settings: ApiSettings | None = None) -> SearchService:
-    """Build the backends from the pipeline's environment and load everything once.
+def load_service(settings: Settings, api: ApiSettings) -> SearchService:
+    """Build the backends from the pipeline's settings and load everything once.
 
     ServiceUnavailable (with a client-safe reason) for anything missing or damaged."""
     with loading("configuration"):
-        resources = resources_for(None if environ is None else dict(environ))
-        settings = settings or ApiSettings.from_env(environ)
+        resources = resources_for(settings)
     index: VectorIndex = resources["vector_index"]
     with loading("reading the live version"):
         version = index.live_version()
@@ -309,11 +307,11 @@ def load_service(environ: Mapping[str, str] | None = None,
 
     posts = _read_posts(layout.posts, shown(layout.posts))
     folder = layout.embeddings(model.model_id)
-    vectors, notes = _read_vectors(folder, shown(folder), model, version, settings.vector_cache)
+    vectors, notes = _read_vectors(folder, shown(folder), model, version, api.vector_cache)
     with loading(f"loading index version {version}"):
         documents = index.count(version)  # verifies the version's checksums first
         depth = index.search_depth(version)
     log.info("serving index version %s (%s, %d documents, search depth %d) with model %s",
              version, index.backend, documents, depth, model.model_id)
     return SearchService(model, index, resources["object_store"], version, documents, posts,
-                         vectors, settings, depth, notes)
+                         vectors, api, depth, notes)

@@ -9,84 +9,29 @@ The step runs in the concurrency pool ``embedding`` (limit 1 in ``dagster.yaml``
 run that reaches it waits until the first is done, then finds everything embedded.
 """
 
-import os
-import uuid
+from collections.abc import Callable
 
 import dagster as dg
-import numpy as np
-from pydantic import Field
+from PIL import Image
 
 from ..artifacts import EmbeddingSet, PostsTable
-from ..core.embedding import embed_in_batches
+from ..core.embedding import embed_into_parts, embedding_figures
 from ..core.images import DEFAULT_MAX_PIXELS, load_rgb
-from ..core.integrity import write_checked_table
 from ..core.progress import Progress
-from ..core.tables import join
 from ..core.vectors import (
     embedded_uuids,
     embedding_parts,
     set_aside_damaged_parts,
-    stored_dim,
+    stored_embeddings,
     vector_numerics,
-    vectors_table,
 )
-from ..resources.embedders import Embedder, EmbeddingModel
+from ..resources.embedders import Embedder
 from ..resources.object_store import ObjectStore
 from ..resources.storage import PipelineHome
-from ..run_config import check_in_first_step
+from ..run_config import EmbeddingConfig, check_in_first_step
 
 EMBEDDING_POOL = "embedding"
 FAILURES_SHOWN = 100  # items listed in the metadata; the log names every one
-
-
-class EmbeddingConfig(dg.Config):
-    part_rows: int = Field(2048, gt=0, description="Rows per parquet part (the resume unit).")
-    loader_workers: int = Field(max(2, os.cpu_count() or 2), gt=0,
-                                description="Threads fetching and decoding images.")
-
-
-def embed_missing(
-    todo: list[str],
-    folder: str,
-    split_of: dict[str, str],
-    key_of: dict[str, str],
-    model: EmbeddingModel,
-    object_store: ObjectStore,
-    batch_size: int,
-    config: EmbeddingConfig,
-    progress: Progress,
-) -> list[tuple[str, str]]:
-    """Embed ``todo`` into ``folder`` part by part; return the (uuid, reason) not embedded."""
-    buffer_ids: list[str] = []
-    buffer_vectors: list[np.ndarray] = []
-    failures: list[tuple[str, str]] = []
-
-    def flush() -> None:
-        if buffer_ids:
-            part = vectors_table(buffer_ids, [split_of[u] for u in buffer_ids], model.model_id,
-                                 np.concatenate(buffer_vectors), model.numerics)
-            write_checked_table(part, join(folder, f"part-{uuid.uuid4().hex}.parquet"))
-            buffer_ids.clear()
-            buffer_vectors.clear()
-
-    batches = embed_in_batches(
-        todo,
-        load_image=lambda u: load_rgb(object_store.get(key_of[u]), DEFAULT_MAX_PIXELS),
-        prepare=model.prepare,
-        encode=model.encode,
-        batch_size=batch_size,
-        workers=config.loader_workers,
-    )
-    for batch in batches:
-        buffer_ids += batch.ids
-        if batch.ids:
-            buffer_vectors.append(batch.vectors)
-        failures += batch.failures
-        progress.advance(len(batch.ids) + len(batch.failures))
-        if len(buffer_ids) >= config.part_rows:
-            flush()
-    flush()
-    return failures
 
 
 @dg.asset(group_name="embedding", kinds={"pytorch", "parquet"}, deps=["image_objects"],
@@ -108,59 +53,58 @@ def image_embeddings(
     parts, damaged = embedding_parts(folder)  # verified once: each check reads every part
     for name, reason in set_aside_damaged_parts(folder, damaged).items():
         context.log.warning(f"embeddings part {name} set aside ({reason}): its rows are re-embedded")
-    table = posts.read(["uuid", "split", "key"])
-    uuids = table.column("uuid").to_pylist()
-    split_of = dict(zip(uuids, table.column("split").to_pylist(), strict=True))
-    key_of = dict(zip(uuids, table.column("key").to_pylist(), strict=True))
+    table = posts.read(["uuid", "split", "key"]).to_pydict()
+    split_of = dict(zip(table["uuid"], table["split"], strict=True))
+    key_of = dict(zip(table["uuid"], table["key"], strict=True))
     done = embedded_uuids(folder, parts)
-    todo = [u for u in uuids if u not in done]
-    reused = len(uuids) - len(todo)
-    context.log.info(f"model {model_id}: {len(uuids):,} posts, {reused:,} already embedded, "
-                     f"{len(todo):,} to embed")
-
-    progress = Progress("images embedded", len(todo), context.log.info)
-    failures: list[tuple[str, str]] = []
-    if todo:
-        model = embedder.load()
-        context.log.info(f"model loaded: dim {model.dim}, batch size {embedder.batch_size}, "
-                         f"numerics {model.numerics}")
-        others = sorted(set(vector_numerics(folder, parts)) - {model.numerics})
-        if others:
-            context.log.warning(
-                f"the stored vectors of {model_id} were computed with {', '.join(others)}; this "
-                f"run adds {model.numerics} to the same set (README's 'SigLIP on a CPU' says why "
-                "one set, and what was measured); the metadata lists the rows of each")
-        failures = embed_missing(todo, folder, split_of, key_of, model, object_store,
-                                 embedder.batch_size, config, progress)
-        context.log.info(progress.summary())
-    for item, reason in failures:
-        context.log.warning(f"not embedded {item}: {reason}")
-
-    parts = embedding_parts(folder)[0]  # with this run's new parts
-    stored = embedded_uuids(folder, parts)
-    present = stored & split_of.keys()
-    train = sum(1 for u in present if split_of[u] == "train")
-    missing = len(uuids) - len(present)
-    if missing:
-        context.log.warning(f"{missing:,} posts have no embedding (listed above); the index is "
-                            "built without them and a re-run tries them again")
-    dim = stored_dim(folder, parts) or 0
-    value = EmbeddingSet(folder, model_id, dim, len(present), train, len(present) - train)
-    numerics = vector_numerics(folder, parts)
+    todo = [u for u in table["uuid"] if u not in done]
+    context.log.info(f"model {model_id}: {len(split_of):,} posts, "
+                     f"{len(split_of) - len(todo):,} already embedded, {len(todo):,} to embed")
+    failures, rate = _embed(context, config, embedder, todo, folder, parts, split_of,
+                            load_image=lambda u: load_rgb(object_store.get(key_of[u]),
+                                                          DEFAULT_MAX_PIXELS))
+    stored = stored_embeddings(folder, split_of)  # with this run's new parts
+    figures = embedding_figures(stored, len(split_of), len(todo), len(failures))
+    if figures["missing"]:
+        context.log.warning(f"{figures['missing']:,} posts have no embedding (listed above); the "
+                            "index is built without them and a re-run tries them again")
+    value = EmbeddingSet(folder, model_id, stored.dim, stored.present, stored.train, stored.test)
     return dg.Output(value, metadata={
         "model_id": model_id,
-        "numerics": ", ".join(f"{name}: {rows:,} rows" for name, rows in sorted(numerics.items())),
-        "dim": dim,
-        "total": len(present),
-        "train": train,
-        "test": len(present) - train,
-        "embedded_now": len(todo) - len(failures),
-        "reused": reused,
-        "not_embedded": len(failures),
+        **figures,
         "not_embedded_items": dg.MetadataValue.json(dict(failures[:FAILURES_SHOWN])),
-        "missing": missing,
-        "stale": len(stored - present),
-        "images_per_s": dg.MetadataValue.float(round(progress.rate, 1)),
+        "images_per_s": dg.MetadataValue.float(round(rate, 1)),
         "folder": dg.MetadataValue.path(folder),
-        "dagster/row_count": len(present),
+        "dagster/row_count": stored.present,
     })
+
+
+def _embed(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    embedder: Embedder,
+    todo: list[str],
+    folder: str,
+    parts: list[str],
+    split_of: dict[str, str],
+    load_image: Callable[[str], Image.Image],
+) -> tuple[list[tuple[str, str]], float]:
+    """Load the model (only when there is something to embed) and embed ``todo`` into new
+    parts; returns the items not embedded, with why, and the images embedded per second."""
+    if not todo:
+        return [], 0.0
+    model = embedder.load()
+    context.log.info(f"model loaded: dim {model.dim}, batch size {embedder.batch_size}, "
+                     f"numerics {model.numerics}")
+    if others := sorted(set(vector_numerics(folder, parts)) - {model.numerics}):
+        context.log.warning(
+            f"the stored vectors of {embedder.model_id} were computed with {', '.join(others)}; "
+            f"this run adds {model.numerics} to the same set (README's 'SigLIP on a CPU' says "
+            "why one set, and what was measured); the metadata lists the rows of each")
+    progress = Progress("images embedded", len(todo), context.log.info)
+    failures = embed_into_parts(todo, folder, split_of, load_image, model, embedder.batch_size,
+                                config.loader_workers, config.part_rows, progress.advance)
+    context.log.info(progress.summary())
+    for item, reason in failures:
+        context.log.warning(f"not embedded {item}: {reason}")
+    return failures, progress.rate

@@ -8,7 +8,6 @@ from ..artifacts import EmbeddingSet, IndexBuild, PostsTable
 from ..core.integrity import IntegrityError
 from ..core.progress import Progress
 from ..core.vectors import iter_vectors
-from ..resources.profiles import backend_kinds
 from ..resources.vector_index import IndexBatch, VectorIndex
 
 
@@ -17,7 +16,7 @@ def new_version(run_id: str) -> str:
     return f"{datetime.now(UTC):%Y%m%dt%H%M%S}-{run_id[:8]}"
 
 
-@dg.asset(group_name="index", kinds=backend_kinds()[1])
+@dg.asset(group_name="index")  # kinds added by the definitions
 def search_index(
     context: dg.AssetExecutionContext,
     image_embeddings: EmbeddingSet,
@@ -66,7 +65,7 @@ def search_index(
     })
 
 
-@dg.asset(group_name="index", deps=["recall_report"], kinds=backend_kinds()[1])
+@dg.asset(group_name="index", deps=["recall_report"])  # kinds added by the definitions
 def live_index(
     context: dg.AssetExecutionContext, search_index: IndexBuild, vector_index: VectorIndex
 ) -> dg.MaterializeResult:

@@ -3,19 +3,16 @@ quarantine of rows that could not become posts."""
 
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
-from pydantic import Field
 
 from ..artifacts import PostsTable, ShardInventory
-from ..core.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
-from ..core.posts import posts_table, reason_counts, rejects_table, scan_batch
+from ..core.posts import posts_table, reason_counts, rejects_table, scan_shards
 from ..core.progress import Progress
 from ..core.shards import ShardError, iter_batches
 from ..core.tables import read_table, write_table_atomic
 from ..resources.storage import PipelineHome, PostsDataset
-from ..run_config import check_in_first_step
+from ..run_config import SplitConfig, check_in_first_step
 
 PREVIEW_ROWS = 100  # rows of the quarantine shown in the UI; the table holds all of them
 
@@ -72,14 +69,6 @@ def raw_posts(context: dg.AssetExecutionContext, dataset: PostsDataset) -> Itera
     yield _shard_check("all_shards_readable", "raw_posts", failed, "could not be read")
 
 
-class SplitConfig(dg.Config):
-    test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of posts held out.")
-    seed: int = Field(42, description="Seed of the split's hash: changing it re-deals.")
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Larger images are rejected.")
-    min_side: int = Field(DEFAULT_MIN_SIDE, gt=0,
-                          description="Images with a side shorter than this are rejected.")
-
-
 @dg.asset(
     group_name="ingest", kinds={"parquet"},
     check_specs=[dg.AssetCheckSpec("all_rows_read", asset="posts",
@@ -98,56 +87,32 @@ def posts(
     """
     filesystem = dataset.filesystem()
     progress = Progress("rows checked", raw_posts.rows, context.log.info)
-    seen: set[str] = set()
-    rows, rejects, duplicates = [], [], 0
-    read_failures: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        for shard in raw_posts.shards:
-            first_row = 0
-            try:
-                for batch in iter_batches(filesystem, shard["path"], dataset.batch_rows):
-                    result = scan_batch(batch, shard["path"], first_row, config.test_fraction,
-                                        config.seed, config.max_pixels, pool, config.min_side)
-                    first_row += batch.num_rows
-                    rejects += result.rejects
-                    for post in result.posts:
-                        if post["uuid"] in seen:
-                            duplicates += 1
-                        else:
-                            seen.add(post["uuid"])
-                            rows.append(post)
-                    progress.advance(batch.num_rows)
-            except ShardError as error:
-                message = f"{error}; rows {first_row} to {shard['rows'] - 1} are skipped"
-                context.log.error(message)
-                read_failures[shard["path"]] = message
+    scan = scan_shards(raw_posts.shards,
+                       lambda path: iter_batches(filesystem, path, dataset.batch_rows),
+                       config.test_fraction, config.seed, config.max_pixels, config.min_side,
+                       workers=os.cpu_count() or 2, on_rows=progress.advance,
+                       on_error=context.log.error)
     context.log.info(progress.summary())
-
     layout = home.layout
-    write_table_atomic(posts_table(rows), layout.posts)
-    write_table_atomic(rejects_table(rejects), layout.rejects)
-    reasons = reason_counts(rejects)
-    if rejects:  # one line, not one per row: the table holds every row with its reason
+    write_table_atomic(posts_table(scan.posts), layout.posts)
+    write_table_atomic(rejects_table(scan.rejects), layout.rejects)
+    reasons = reason_counts(scan.rejects)
+    if scan.rejects:  # one line, not one per row: the table holds every row with its reason
         summary = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
-        context.log.warning(f"{len(rejects):,} rows rejected ({summary}); "
+        context.log.warning(f"{len(scan.rejects):,} rows rejected ({summary}); "
                             f"see the rejected_posts asset or {layout.rejects}")
-    test = sum(1 for r in rows if r["split"] == "test")
-    value = PostsTable(layout.posts, layout.rejects, len(rows), len(rows) - test, test,
-                       duplicates, len(rejects))
+    value = PostsTable(layout.posts, layout.rejects, len(scan.posts), scan.train, scan.test,
+                       scan.duplicates, len(scan.rejects))
     yield dg.Output(value, metadata={
-        "posts": len(rows),
-        "train": value.train,
-        "test": test,
-        "duplicates_collapsed": duplicates,
-        "rejected": len(rejects),
-        "rows_read": progress.done,
+        **scan.figures(),
         "rejected_by_reason": dg.MetadataValue.json(reasons),
-        "failed_shards": dg.MetadataValue.json({**raw_posts.failed, **read_failures}),
+        "failed_shards": dg.MetadataValue.json({**raw_posts.failed, **scan.read_failures}),
         "path": dg.MetadataValue.path(layout.posts),
         "rejects_path": dg.MetadataValue.path(layout.rejects),
-        "dagster/row_count": len(rows),
+        "dagster/row_count": len(scan.posts),
     })
-    yield _shard_check("all_rows_read", "posts", read_failures, "could not be read to the end")
+    yield _shard_check("all_rows_read", "posts", scan.read_failures,
+                       "could not be read to the end")
 
 
 REJECT_SCHEMA = dg.TableSchema(columns=[

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .evaluation import time_each
+from .evaluation import search_pass, time_each
 from .recall import latency_summary, recall_at_k
 
 # 16, 32, then 64, 96, 128, 192, 256, 384, ... (each power of two and 1.5 times it).
@@ -131,3 +131,39 @@ def sweep_depths(measure: Callable[[int], DepthPoint], depths: Sequence[int], k:
         if chosen is None and point.mean_recall >= target:  # NaN (no queries) never passes
             chosen, chosen_at = depth, len(points) - 1
     return DepthSweep(k, target, max(depths), tuple(points), chosen)
+
+
+@dataclass(frozen=True)
+class DepthEvaluation:
+    """A sweep, and the answers and ANN seconds at its chosen (or best) depth: the pass the
+    report is made of, reused rather than searched again."""
+
+    sweep: DepthSweep
+    answers: list[list[str]]
+    ann_s: list[float | None]
+
+
+def evaluate_depths(
+    search_many: Callable[[np.ndarray, int], list[list[str]]],
+    search_one: Callable[[np.ndarray, int], object],
+    queries: np.ndarray,
+    truth: Sequence[Sequence[str]],
+    sample: np.ndarray,
+    depths: Sequence[int],
+    k: int,
+    target: float,
+    on_searched: Callable[[int], None] | None = None,
+) -> DepthEvaluation:
+    """``sweep_depths`` where each depth is one ``search_pass``: recall on every query
+    (``search_many(batch, depth)``), latency of ``search_one(vector, depth)`` on ``sample``."""
+    passes: dict[int, tuple[list[list[str]], list[float | None]]] = {}
+
+    def measure(depth: int) -> DepthPoint:
+        answers, seconds = search_pass(lambda batch: search_many(batch, depth),
+                                       lambda vector: search_one(vector, depth),
+                                       queries, sample, on_searched=on_searched)
+        passes[depth] = (answers, seconds)
+        return depth_point(depth, truth, answers, seconds, k)
+
+    sweep = sweep_depths(measure, depths, k, target)
+    return DepthEvaluation(sweep, *passes[sweep.best.depth])

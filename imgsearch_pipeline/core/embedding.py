@@ -1,18 +1,23 @@
-"""The embedding loop: loading and preprocessing overlap with inference."""
+"""The embedding loop: loading and preprocessing overlap with inference; the vectors are
+written part by part, so a killed run resumes where it stopped."""
 
 import contextlib
 import os
 import threading
+import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
 from .images import ImageRejected
+from .integrity import write_checked_table
+from .tables import Location, join
+from .vectors import StoredEmbeddings, vectors_table
 
 
 @dataclass
@@ -75,3 +80,71 @@ def _lower_priority(niceness: int) -> None:
     # Not permitted or not supported: keep the default priority.
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+
+
+class Encoder(Protocol):
+    """What embedding needs of a loaded model (``resources.embedders.EmbeddingModel``)."""
+
+    model_id: str
+    numerics: str
+
+    def prepare(self, images: list[Image.Image]) -> Any: ...
+
+    def encode(self, prepared: Any) -> np.ndarray: ...
+
+
+def embed_into_parts(
+    todo: Sequence[str],
+    folder: Location,
+    split_of: Mapping[str, str],
+    load_image: Callable[[str], Image.Image],
+    model: Encoder,
+    batch_size: int,
+    workers: int,
+    part_rows: int,
+    on_done: Callable[[int], None] = lambda n: None,
+) -> list[tuple[str, str]]:
+    """Embed ``todo`` into ``folder``, a checked part every ``part_rows`` rows (and one for
+    the rest); return the (uuid, reason) of the items not embedded. ``on_done(n)`` after
+    each batch, failures included."""
+    buffer_ids: list[str] = []
+    buffer_vectors: list[np.ndarray] = []
+    failures: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        if buffer_ids:
+            part = vectors_table(buffer_ids, [split_of[u] for u in buffer_ids], model.model_id,
+                                 np.concatenate(buffer_vectors), model.numerics)
+            write_checked_table(part, join(folder, f"part-{uuid.uuid4().hex}.parquet"))
+            buffer_ids.clear()
+            buffer_vectors.clear()
+
+    for batch in embed_in_batches(todo, load_image, model.prepare, model.encode, batch_size,
+                                  workers):
+        buffer_ids += batch.ids
+        if batch.ids:
+            buffer_vectors.append(batch.vectors)
+        failures += batch.failures
+        on_done(len(batch.ids) + len(batch.failures))
+        if len(buffer_ids) >= part_rows:
+            flush()
+    flush()
+    return failures
+
+
+def embedding_figures(stored: StoredEmbeddings, posts: int, todo: int,
+                      failed: int) -> dict[str, int | str]:
+    """The counts an embedding run reports: what the folder holds for the ``posts`` current
+    posts after a run that tried ``todo`` of them and failed ``failed``."""
+    return {
+        "numerics": ", ".join(f"{name}: {rows:,} rows" for name, rows in sorted(stored.numerics.items())),
+        "dim": stored.dim,
+        "total": stored.present,
+        "train": stored.train,
+        "test": stored.test,
+        "embedded_now": todo - failed,
+        "reused": posts - todo,
+        "not_embedded": failed,
+        "missing": posts - stored.present,
+        "stale": stored.stale,
+    }

@@ -60,8 +60,6 @@ class ImageInfo:
     extension: str
     width: int  # upright, i.e. after the EXIF rotation
     height: int
-    mode: str
-    frames: int
 
 
 def _open(data: bytes | None, max_pixels: int) -> Image.Image:
@@ -126,17 +124,7 @@ def inspect_image(
         raise ImageRejected(f"too small: {image.width}x{image.height} (min side {min_side} px)")
     content_type, extension = CONTENT_TYPES[image.format]
     width, height = upright_size(image)
-    return ImageInfo(image.format, content_type, extension, width, height, image.mode,
-                     frame_count(image))
-
-
-def frame_count(image: Image.Image) -> int:
-    """Frames of an animation or multi-page file; 1 if later frames cannot even be counted
-    (only the first frame is used, and it decoded)."""
-    try:
-        return int(getattr(image, "n_frames", 1))
-    except Exception:
-        return 1
+    return ImageInfo(image.format, content_type, extension, width, height)
 
 
 def load_rgb(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -189,7 +177,7 @@ def _reduce(image: Image.Image, fit: int) -> Image.Image:
         return image
 
 
-def _sixteen_to_eight(image: Image.Image) -> Image.Image:
+def _grey_16_or_32_bit_to_8_bit(image: Image.Image) -> Image.Image:
     """16-bit and 32-bit grey scaled to 8 bits by the range its mode can hold."""
     array = np.asarray(image, dtype=np.float64)
     if image.mode in _SIXTEEN_BIT:
@@ -212,7 +200,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if method is not None:
         image = image.transpose(method)
     if image.mode in _SIXTEEN_BIT or image.mode in ("I", "F"):
-        image = _sixteen_to_eight(image)
+        image = _grey_16_or_32_bit_to_8_bit(image)
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("La", "RGBa"):  # premultiplied alpha: un-premultiply first

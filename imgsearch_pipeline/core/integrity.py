@@ -87,7 +87,7 @@ def verify_manifest(folder: Location, manifest: str = MANIFEST) -> dict[str, dic
     return listed
 
 
-def part_manifest(part: Location) -> str:
+def part_manifest_name(part: Location) -> str:
     """The manifest name of one part file: ``part-X.parquet.manifest.json``."""
     return f"{base_name(part)}.{MANIFEST}"
 
@@ -97,7 +97,7 @@ def _parent(location: Location) -> str:
     return posixpath.dirname(os.fspath(location).rstrip("/")) or "."
 
 
-def manifest_of(part: Location) -> str:
+def part_manifest_path(part: Location) -> str:
     """Where one part's manifest lies: beside it, ``part-X.parquet.manifest.json``."""
     return f"{os.fspath(part).rstrip('/')}.{MANIFEST}"
 
@@ -115,13 +115,13 @@ def write_checked_table(table: pa.Table, location: Location) -> Location:
         pq.write_table(table, temporary, use_dictionary=text)
         entry = _entry(temporary)
         write_text_atomic(json.dumps({"algorithm": "sha256", "files": {base_name(location): entry}}),
-                          manifest_of(location))
+                          part_manifest_path(location))
     return location
 
 
 def verify_part(part: Location) -> dict[str, dict]:
     """The part's manifest entry, once its bytes are checked against it."""
-    return verify_manifest(_parent(part), part_manifest(part))
+    return verify_manifest(_parent(part), part_manifest_name(part))
 
 
 def check_parts(parts: Iterable[str]) -> tuple[list[str], dict[str, str]]:

@@ -57,11 +57,6 @@ class Layout:
     def rejects(self) -> str:
         return self._join("tables", "rejected_posts.parquet")
 
-    @property
-    def embeddings_root(self) -> str:
-        """The folder holding one embeddings folder per model id."""
-        return self._join("tables", "embeddings")
-
     def embeddings(self, model_id: str) -> str:
         return self._join("tables", "embeddings", model_slug(model_id))
 

@@ -1,13 +1,15 @@
 """Turning raw shard rows into posts: validate the image, derive the uuid, assign the split."""
 
 from collections import Counter
-from concurrent.futures import Executor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from .ids import image_key, image_uuid, split_of
 from .images import DEFAULT_MIN_SIDE, ImageRejected, inspect_image
+from .shards import ShardError
 
 # Columns the posts table defines itself; a source column of the same name is kept as
 # ``source_<name>`` so that a dataset can never overwrite a uuid, key, split or row.
@@ -76,6 +78,73 @@ def scan_batch(
             **row,
         })
     return result
+
+
+@dataclass
+class PostsScan:
+    """Every shard read: the distinct posts (an image seen again collapses into its first
+    post), the rejected rows, and the shards that failed part way (path -> message)."""
+
+    posts: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    duplicates: int = 0
+    rows_read: int = 0
+    read_failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def test(self) -> int:
+        return sum(1 for post in self.posts if post["split"] == "test")
+
+    @property
+    def train(self) -> int:
+        return len(self.posts) - self.test
+
+    def figures(self) -> dict[str, int]:
+        test = self.test
+        return {"posts": len(self.posts), "train": len(self.posts) - test, "test": test,
+                "duplicates_collapsed": self.duplicates, "rejected": len(self.rejects),
+                "rows_read": self.rows_read}
+
+
+def scan_shards(
+    shards: Sequence[dict],
+    batches: Callable[[str], Iterable[pa.RecordBatch]],
+    test_fraction: float,
+    seed: int,
+    max_pixels: int,
+    min_side: int,
+    workers: int,
+    on_rows: Callable[[int], None] = lambda n: None,
+    on_error: Callable[[str], None] = lambda message: None,
+) -> PostsScan:
+    """``scan_batch`` over every batch of every shard (``{"path", "rows"}``, read through
+    ``batches(path)``), images checked on ``workers`` threads. A shard that breaks part way
+    keeps the posts read before; the rest of its rows are skipped and named in
+    ``read_failures`` (and ``on_error``). ``on_rows(n)`` after each batch of n rows."""
+    scan = PostsScan()
+    seen: set[str] = set()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for shard in shards:
+            first_row = 0
+            try:
+                for batch in batches(shard["path"]):
+                    result = scan_batch(batch, shard["path"], first_row, test_fraction, seed,
+                                        max_pixels, pool, min_side)
+                    first_row += batch.num_rows
+                    scan.rejects += result.rejects
+                    for post in result.posts:
+                        if post["uuid"] in seen:
+                            scan.duplicates += 1
+                        else:
+                            seen.add(post["uuid"])
+                            scan.posts.append(post)
+                    scan.rows_read += batch.num_rows
+                    on_rows(batch.num_rows)
+            except ShardError as error:
+                message = f"{error}; rows {first_row} to {shard['rows'] - 1} are skipped"
+                on_error(message)
+                scan.read_failures[shard["path"]] = message
+    return scan
 
 
 def _column(values: list) -> pa.Array:

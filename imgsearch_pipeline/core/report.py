@@ -1,12 +1,85 @@
-"""The recall report as files a person can read: markdown, JSON, a latency picture and the
-search-depth curve."""
+"""The recall report: its value (``RecallReport``) and the files a person reads (markdown,
+JSON, a per-query table, a latency picture and the search-depth curve)."""
 
 import base64
 import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .depth import DepthSweep
+from .evaluation import EvaluationQueries, QueryResult, summarise
+
+
+@dataclass(frozen=True)
+class RecallReport:
+    """Recall@k of an index version against the exact answers, at the search depth its
+    sweep chose, and the ANN and exact latencies. The fields are recall_report.json's keys,
+    in its order."""
+
+    k: int
+    queries: int
+    mean_recall: float
+    min_recall: float
+    queries_below_1: int
+    ann_latency: dict[str, float]  # mean_ms, p50_ms, p95_ms, p99_ms
+    exact_latency: dict[str, float]
+    ann_timed: int
+    exact_timed: int
+    speedup_p50: float
+    num_candidates: int  # the search depth judged (chosen, or the best when none reached)
+    target: float
+    depth_sweep: dict  # DepthSweep.as_dict()
+    depth_verdict: str
+    indexed: int
+    ground_truth_corpus: int
+    index_version: str
+    index_params: dict
+    model_id: str
+
+    @classmethod
+    def of(cls, results: Sequence[QueryResult], sweep: DepthSweep, *, indexed: int,
+           ground_truth_corpus: int, index_version: str, index_params: dict,
+           model_id: str) -> "RecallReport":
+        """The report of ``results`` (the pass at the sweep's best depth)."""
+        return cls(**summarise(results, sweep.k), num_candidates=sweep.best.depth,
+                   target=sweep.target, depth_sweep=sweep.as_dict(),
+                   depth_verdict=sweep.verdict(), indexed=indexed,
+                   ground_truth_corpus=ground_truth_corpus, index_version=index_version,
+                   index_params=dict(index_params), model_id=model_id)
+
+    def as_dict(self) -> dict:
+        """The JSON form (recall_report.json)."""
+        return asdict(self)
+
+    def figures(self) -> dict[str, float | int | str]:
+        """The figures recorded with each materialization (the UI plots them across runs)."""
+        ann, exact = self.ann_latency, self.exact_latency
+        return {
+            "mean_recall": round(self.mean_recall, 4),
+            "min_recall": round(self.min_recall, 4),
+            "k": self.k,
+            "num_candidates": self.num_candidates,
+            "target": float(self.target),
+            "search_depth": self.depth_verdict,
+            "queries": self.queries,
+            "indexed": self.indexed,
+            "ann_p50_ms": round(ann["p50_ms"], 3),
+            "ann_p95_ms": round(ann["p95_ms"], 3),
+            "exact_p50_ms": round(exact["p50_ms"], 3),
+            "exact_p95_ms": round(exact["p95_ms"], 3),
+            "exact_timed": self.exact_timed,
+            "speedup_p50": round(self.speedup_p50, 2),
+            "index_version": self.index_version,
+        }
+
+    def summary_line(self, where: str) -> str:
+        return (f"mean recall@{self.k} = {self.mean_recall:.4f} over {self.queries} queries; "
+                f"report at {where}")
 
 
 def _figure():
@@ -81,8 +154,8 @@ def png_markdown(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def report_markdown(report: dict) -> str:
-    ann, exact = report["ann_latency"], report["exact_latency"]
+def report_markdown(report: RecallReport) -> str:
+    ann, exact = report.ann_latency, report.exact_latency
     rows = "\n".join(
         f"| {name} | {a:.3f} | {e:.3f} |"
         for name, a, e in (
@@ -92,25 +165,24 @@ def report_markdown(report: dict) -> str:
             ("p99", ann["p99_ms"], exact["p99_ms"]),
         )
     )
-    params = ", ".join(f"{k}={v}" for k, v in report["index_params"].items())
-    timed = report.get("exact_timed", report["queries"])
+    params = ", ".join(f"{k}={v}" for k, v in report.index_params.items())
     return f"""# Recall report
 
 | | |
 |---|---|
-| Mean Recall@{report['k']} | **{report['mean_recall']:.4%}** |
-| Lowest per-query recall | {report['min_recall']:.4f} ({report['queries_below_1']} queries below 1.0) |
-| Queries (test split) | {report['queries']:,} |
-| Indexed items (train split) | {report['indexed']:,} |
-| Search depth (num_candidates) | **{report['num_candidates']}** ({report['depth_verdict']}) |
-| Speed-up of ANN over exact (p50) | {report['speedup_p50']:.1f}x |
-| Model | `{report['model_id']}` |
-| Index | {report['index_version']} ({params}) |
+| Mean Recall@{report.k} | **{report.mean_recall:.4%}** |
+| Lowest per-query recall | {report.min_recall:.4f} ({report.queries_below_1} queries below 1.0) |
+| Queries (test split) | {report.queries:,} |
+| Indexed items (train split) | {report.indexed:,} |
+| Search depth (num_candidates) | **{report.num_candidates}** ({report.depth_verdict}) |
+| Speed-up of ANN over exact (p50) | {report.speedup_p50:.1f}x |
+| Model | `{report.model_id}` |
+| Index | {report.index_version} ({params}) |
 
 ## Latency per query (ms)
 
-Recall over all {report['queries']:,} queries; ANN and exact search each timed one query at
-a time on the same {timed:,} of them.
+Recall over all {report.queries:,} queries; ANN and exact search each timed one query at
+a time on the same {report.exact_timed:,} of them.
 
 | statistic | ANN | exact |
 |---|---|---|
@@ -119,8 +191,58 @@ a time on the same {timed:,} of them.
 ## Search depth
 
 The smallest depth (HNSW efSearch / Elasticsearch num_candidates) reaching the target
-mean Recall@{report['k']} {report['target']}, tried shallowest first up to
-{report['depth_sweep']['cap']}; this version is searched at the chosen depth unless a request
+mean Recall@{report.k} {report.target}, tried shallowest first up to
+{report.depth_sweep['cap']}; this version is searched at the chosen depth unless a request
 asks for another.
 
-{depth_markdown(report['depth_sweep'])}"""
+{depth_markdown(report.depth_sweep)}"""
+
+
+def per_query_table(query_ids: Sequence[str], expected: Sequence[Sequence[str]],
+                    results: Sequence[QueryResult]) -> pa.Table:
+    """recall_per_query.parquet: each query's recall, its timings (ms, null where not
+    timed), and the exact and ANN answers."""
+    def ms(seconds: list[float | None]) -> pa.Array:
+        return pa.array([None if s is None else s * 1000 for s in seconds], pa.float64())
+
+    return pa.table({
+        "query": list(query_ids),
+        "recall": [r.recall for r in results],
+        "ann_ms": ms([r.ann_s for r in results]),
+        "exact_ms": ms([r.exact_s for r in results]),
+        "exact": [list(e) for e in expected],
+        "ann": [r.found for r in results],
+    })
+
+
+@dataclass(frozen=True)
+class ReportDocuments:
+    """The report's files by name (written in this order) and its markdown for the UI,
+    pictures inline (the UI cannot follow the files' relative links)."""
+
+    files: dict[str, bytes]
+    ui_markdown: str
+
+
+def report_documents(report: RecallReport, queries: EvaluationQueries,
+                     results: Sequence[QueryResult], sweep: DepthSweep) -> ReportDocuments:
+    """recall_per_query.parquet, recall_report.json, the pictures (when there are queries)
+    and recall_report.md, which links them."""
+    markdown = report_markdown(report)
+    per_query = io.BytesIO()
+    pq.write_table(per_query_table(queries.ids, queries.expected, results), per_query)
+    files = {"recall_per_query.parquet": per_query.getvalue(),
+             "recall_report.json": json.dumps(report.as_dict(), indent=2).encode()}
+    pictures = ""
+    if results:
+        latency = latency_figure_png(
+            np.array([r.ann_s * 1000 for r in results if r.ann_s is not None]),
+            np.array([r.exact_s * 1000 for r in results if r.exact_s is not None]))
+        files |= {"latency.png": latency, "search_depth.png": depth_figure_png(sweep)}
+        pictures = (png_markdown(latency, "latency") + "\n\n"
+                    + png_markdown(files["search_depth.png"], "search depth"))
+    files["recall_report.md"] = (
+        markdown + "\n![latency](latency.png)\n"
+        + ("\n![search depth](search_depth.png)\n" if "search_depth.png" in files else "")
+    ).encode()
+    return ReportDocuments(files, markdown + pictures)

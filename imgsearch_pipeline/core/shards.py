@@ -1,13 +1,13 @@
 """Reading Hugging Face-layout parquet shards in bounded batches."""
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from .filesystems import open_location
 
 
 class ShardError(ValueError):
@@ -19,76 +19,7 @@ class Shard:
     path: str
     rows: int
     size_bytes: int
-    row_groups: int
     fingerprint: str  # size and mtime: a changed file gets a new fingerprint
-
-
-# Tries per S3 request, the first included: boto3 and pyarrow alike.
-S3_MAX_ATTEMPTS = 8
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """How to reach S3: an S3-compatible server (MinIO, moto) at ``endpoint``, else AWS."""
-
-    endpoint: str | None = None
-    region: str = "us-east-1"
-    max_attempts: int = S3_MAX_ATTEMPTS
-
-
-# Where a process's S3 settings come from. core reads no environment: the resources set
-# this (``resources.environment`` reads the variables at each call) when they are loaded.
-_s3_settings: Callable[[], S3Settings] = S3Settings
-
-
-def configure_s3(settings: Callable[[], S3Settings]) -> None:
-    global _s3_settings
-    _s3_settings = settings
-
-
-def s3_filesystem(settings: S3Settings) -> pafs.S3FileSystem:
-    """An S3 filesystem on a custom endpoint such as ``http://127.0.0.1:9000``.
-
-    Credentials come from the usual AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY);
-    addressing is path-style, which MinIO and moto need.
-    """
-    endpoint = settings.endpoint or ""
-    parsed = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"S3 endpoint must look like http(s)://host:port, got {endpoint!r}")
-    return _s3_filesystem(parsed.netloc, parsed.scheme, settings.region, settings.max_attempts)
-
-
-@functools.lru_cache(maxsize=16)
-def _s3_filesystem(netloc: str, scheme: str, region: str, attempts: int) -> pafs.S3FileSystem:
-    # One per endpoint and settings: every table read and write asks for one (pyarrow's
-    # filesystems are thread-safe), and the same retry budget as the boto3 client.
-    return pafs.S3FileSystem(
-        endpoint_override=netloc,
-        scheme=scheme,
-        region=region,
-        force_virtual_addressing=False,
-        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
-    )
-
-
-def open_location(location: str, s3: S3Settings | None = None) -> tuple[pafs.FileSystem, str]:
-    """A filesystem and path for a local folder or an ``s3://`` / ``file://`` URI.
-
-    ``s3://bucket/prefix`` goes to the S3 settings' endpoint (``s3``, else the process's:
-    ``configure_s3``) when one is set, else to AWS; options written in the URI itself
-    (``?endpoint_override=...``) are left to pyarrow.
-    """
-    if location.startswith("s3://") and "?" not in location:
-        settings = s3 or _s3_settings()
-        if settings.endpoint:
-            path = location[len("s3://"):].strip("/")
-            if not path:
-                raise ValueError(f"dataset location names no bucket: {location!r}")
-            return s3_filesystem(settings), path
-    if "://" in location:
-        return pafs.FileSystem.from_uri(location)
-    return pafs.LocalFileSystem(), location
 
 
 def list_shard_files(location: str) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
@@ -136,7 +67,7 @@ def describe_shard(filesystem: pafs.FileSystem, path: str) -> Shard:
     except Exception as exc:
         raise ShardError(f"{path}: not a readable parquet file ({exc})") from exc
     validate_schema(path, schema)
-    return Shard(path, metadata.num_rows, info.size, metadata.num_row_groups, fingerprint(info))
+    return Shard(path, metadata.num_rows, info.size, fingerprint(info))
 
 
 def iter_batches(

@@ -3,9 +3,11 @@ profile's shared home), read and written through pyarrow filesystems: one code p
 
 Writes are atomic: a crash never leaves a half-written file that a run trusts. The file is
 written whole to a local temporary first; locally it is then renamed over the target, on an
-object store it is uploaded (an object appears whole or not at all, so no rename is needed).
+object store it is uploaded beside the target under a hidden name and then moved there by one
+server-side copy (an object appears whole or not at all).
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -18,8 +20,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .filesystems import open_location
 from .layout import is_uri
-from .shards import open_location
 
 Location = str | os.PathLike
 
@@ -37,21 +39,44 @@ def base_name(location: Location) -> str:
     return os.fspath(location).rstrip("/").rsplit("/", 1)[-1]
 
 
+def _upload(source: Path, location: str) -> None:
+    """Put a local file at ``location`` on an object store, whole or not at all.
+
+    A pyarrow output stream completes whatever it holds once it is closed or collected, an
+    interrupted upload included, so the upload goes to a hidden key beside the target and
+    only a finished one is moved over it. (``pafs.copy_files`` would be one call, but it
+    drops the error of an upload's last request: the file would silently not be there.)
+    """
+    filesystem, path = _fs(location)
+    folder, _, name = path.rpartition("/")
+    staging = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+    uploaded = False
+    try:
+        with open(source, "rb") as data, filesystem.open_output_stream(staging) as stream:
+            shutil.copyfileobj(data, stream, 16 << 20)
+        uploaded = True
+        filesystem.move(staging, path)
+    except BaseException as error:
+        # An upload the store refused left nothing (and a store that is down would only
+        # refuse the delete too); an interrupted one or a failed move may leave the hidden
+        # key, which nothing reads.
+        if uploaded or not isinstance(error, OSError):
+            with contextlib.suppress(OSError):
+                filesystem.delete_file(staging)
+        raise
+
+
 @contextmanager
 def atomic_path(location: Location) -> Iterator[Path]:
     """Yield a local temporary path; once the block succeeds it replaces ``location`` whole
-    (a rename beside a local target, one upload to an object store)."""
+    (a rename beside a local target, an upload and a move on an object store)."""
     location = os.fspath(location)
     if is_uri(location):
         folder = tempfile.mkdtemp(prefix="imgsearch-")
         temporary = Path(folder, base_name(location))
         try:
             yield temporary
-            filesystem, path = _fs(location)
-            # One call into Arrow's C++ (not a Python copy loop, whose interruption would
-            # still close, and so complete, a half-sent upload).
-            pafs.copy_files(str(temporary), path, source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=filesystem)
+            _upload(temporary, location)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
@@ -76,6 +101,12 @@ def write_table_atomic(table: pa.Table, location: Location) -> Location:
 def write_text_atomic(text: str, location: Location) -> Location:
     with atomic_path(location) as temporary:
         temporary.write_text(text)
+    return location
+
+
+def write_bytes_atomic(data: bytes, location: Location) -> Location:
+    with atomic_path(location) as temporary:
+        temporary.write_bytes(data)
     return location
 
 

@@ -5,13 +5,14 @@ checksum manifest: a part that does not match it is never read."""
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from .integrity import check_parts, manifest_of
+from .integrity import check_parts, part_manifest_path
 from .tables import (
     Location,
     atomic_path,
@@ -88,6 +89,31 @@ def embedded_uuids(folder: Location, parts: list[str] | None = None) -> set[str]
             for u in read_table(part, columns=["uuid"]).column("uuid").to_pylist()}
 
 
+@dataclass(frozen=True)
+class StoredEmbeddings:
+    """What a model's folder holds for the current posts."""
+
+    dim: int  # 0 when nothing is stored
+    present: int  # current posts with a vector
+    train: int
+    stale: int  # vectors of posts that are no longer current (kept, never indexed)
+    numerics: dict[str, int]  # rows by the runtime and precision that computed them
+
+    @property
+    def test(self) -> int:
+        return self.present - self.train
+
+
+def stored_embeddings(folder: Location, split_of: Mapping[str, str]) -> StoredEmbeddings:
+    """Count the verified parts' vectors against the current posts (uuid -> split)."""
+    parts = embedding_parts(folder)[0]
+    stored = embedded_uuids(folder, parts)
+    present = stored & split_of.keys()
+    train = sum(1 for u in present if split_of[u] == "train")
+    return StoredEmbeddings(stored_dim(folder, parts) or 0, len(present), train,
+                            len(stored - present), vector_numerics(folder, parts))
+
+
 def to_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
@@ -135,6 +161,13 @@ def read_vectors(
     return read_vector_groups(folder, [only], parts)[0]
 
 
+def vectors_in_order(folder: Location, ids: Sequence[str]) -> np.ndarray:
+    """The vectors of ``ids``, one row each, in their order (KeyError: one is not stored)."""
+    found, matrix = read_vectors(folder, set(ids))
+    row = {u: i for i, u in enumerate(found)}
+    return matrix[[row[u] for u in ids]] if len(ids) else matrix
+
+
 def read_vector_groups(
     folder: Location, groups: Sequence[set[str] | None], parts: list[str] | None = None
 ) -> list[tuple[list[str], np.ndarray]]:
@@ -167,7 +200,7 @@ def parts_fingerprint(parts: list[str], *labels: str) -> str:
     (the index version, the model id): it changes whenever any stored vector could have."""
     digest = hashlib.sha256(json.dumps(labels).encode())
     for part in parts:
-        manifest = manifest_of(part)
+        manifest = part_manifest_path(part)
         digest.update(base_name(part).encode() + b"\0" + read_text(manifest).encode() + b"\0")
     return digest.hexdigest()[:32]
 

@@ -34,9 +34,6 @@ class ObjectStore(dg.ConfigurableResource, ABC):
     def get(self, key: str) -> bytes: ...
 
     @abstractmethod
-    def exists(self, key: str) -> bool: ...
-
-    @abstractmethod
     def iter_keys(self, prefix: str = "") -> Iterator[str]: ...
 
     @abstractmethod
@@ -66,9 +63,6 @@ class LocalObjectStore(ObjectStore):
 
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
-
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
 
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         root = Path(self.root)

@@ -1,56 +1,32 @@
-"""Image objects in S3 or an S3-compatible store (MinIO), through dagster-aws's S3Resource.
+"""Image objects in S3 or an S3-compatible store (MinIO), through the pipeline's one S3
+filesystem (``core.filesystems.s3_filesystem``: the AWS SDK's environment and one retry
+policy), the same that carries the tables and the values handed between assets.
 
-The connection settings (endpoint, region, credentials, ``max_attempts``) are an
-``S3Resource``; the client is built here from them rather than by ``S3Resource.get_client()``
-because that one fixes what this store needs to choose: the retry mode (standard or
-adaptive), SigV4 presigned URLs, path-style addressing (MinIO behind a plain host name
-such as ``minio:9000`` has no per-bucket DNS), and a connection pool as large as the
-upload pool. One client is built per resource and shared by all upload threads
-(botocore clients are thread-safe; sessions are not, so the session stays local).
+boto3 only presigns ``url()``, a local computation that sends no request, with the same
+environment's credentials and the filesystem's region; like pyarrow, botocore addresses a
+custom endpoint path-style and AWS by virtual host.
 """
 
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from dagster_aws.s3 import S3Resource
-from pydantic import Field, PrivateAttr, field_validator
+import pyarrow.fs as pafs
+from pydantic import Field, PrivateAttr
 
-from .environment import resolved
+from ..core.filesystems import s3_filesystem
 from .object_store import ObjectStore, check_key
 
-_MISSING = {"404", "NoSuchKey", "NotFound"}
-
-
-
-def error_code(exc: Exception) -> str:
-    """The S3 error code of a botocore ClientError ('' for anything else)."""
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
-def client_config(retry_mode: str, max_attempts: int, pool: int, addressing_style: str,
-                  connect_timeout_s: float, read_timeout_s: float):
-    from botocore.config import Config
-
-    # Standard/adaptive modes retry throttling (429, SlowDown), 500/502/503/504 and
-    # connection errors with jittered exponential backoff. total_max_attempts counts the
-    # first try, as S3Resource.max_attempts is documented to (botocore's "max_attempts"
-    # key would not).
-    return Config(
-        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
-        signature_version="s3v4",
-        s3={"addressing_style": addressing_style},
-        max_pool_connections=pool,
-        connect_timeout=connect_timeout_s,
-        read_timeout=read_timeout_s,
-    )
+# pyarrow never gives the AWS SDK's retry quota back (500 tokens; a retry takes 5, or 10
+# after a timeout or connection error): one filesystem stops retrying for good after 100
+# retries in its life. The store starts a new one (new connections) every 100 calls: one
+# retry a call to spend on average (half one after connection errors), never none for good.
+CALLS_PER_FILESYSTEM = 100
 
 
 class S3ObjectStore(ObjectStore):
     """Objects under ``s3://<bucket>/<prefix>``; keys are validated like the local store's."""
 
-    s3: S3Resource = Field(description="Endpoint, region and credentials (use dg.EnvVar for keys)")
     bucket: str
     prefix: str = Field(default="", description="Folder inside the bucket, e.g. 'imgsearch'")
     public_endpoint_url: str | None = Field(
@@ -58,150 +34,115 @@ class S3ObjectStore(ObjectStore):
         description="Endpoint browsers reach, for presigned URLs, when it differs from the "
                     "pipeline's (e.g. http://127.0.0.1:9000 vs http://minio:9000 in compose)")
     url_expiry_s: int = 3600
-    retry_mode: str = Field(default="standard", description="standard | adaptive")
-    max_pool_connections: int = Field(default=16, description="At least the upload workers")
-    addressing_style: str = Field(default="path", description="path (MinIO) | virtual | auto")
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
-    list_page_size: int = Field(default=1000, description="MaxKeys of each list request")
 
-    _clients: dict[str | None, Any] = PrivateAttr(default_factory=dict)
+    _filesystem: pafs.S3FileSystem | None = PrivateAttr(default=None)
+    _calls: int = PrivateAttr(default=0)
+    _presigners: dict[str | None, Any] = PrivateAttr(default_factory=dict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
-    @field_validator("retry_mode")
-    @classmethod
-    def _valid_mode(cls, value: str) -> str:
-        if value not in ("standard", "adaptive"):
-            raise ValueError(f"retry_mode must be standard or adaptive, got {value!r}")
-        return value
-
-    @field_validator("addressing_style")
-    @classmethod
-    def _valid_style(cls, value: str) -> str:
-        if value not in ("path", "virtual", "auto"):
-            raise ValueError(f"addressing_style must be path, virtual or auto, got {value!r}")
-        return value
-
-    def client(self, endpoint_url: str | None = None):
-        """The shared client (or one for ``endpoint_url``, used only to presign)."""
-        endpoint = endpoint_url or resolved(self.s3.endpoint_url)
+    def filesystem(self) -> pafs.S3FileSystem:
+        """Shared by every upload thread (pyarrow's filesystems are thread-safe), so its
+        connections are reused; renewed every CALLS_PER_FILESYSTEM calls."""
         with self._lock:
-            client = self._clients.get(endpoint)
-            if client is None:
-                import boto3
+            self._calls += 1
+            if self._filesystem is None or self._calls > CALLS_PER_FILESYSTEM:
+                self._filesystem, self._calls = s3_filesystem(), 1
+            return self._filesystem
 
-                s3 = self.s3
-                session = boto3.session.Session(profile_name=resolved(s3.profile_name))
-                client = session.client(
-                    "s3",
-                    region_name=resolved(s3.region_name) or "us-east-1",
-                    endpoint_url=endpoint,
-                    use_ssl=s3.use_ssl,
-                    verify=s3.verify,
-                    aws_access_key_id=resolved(s3.aws_access_key_id),
-                    aws_secret_access_key=resolved(s3.aws_secret_access_key),
-                    aws_session_token=resolved(s3.aws_session_token),
-                    config=client_config(self.retry_mode, s3.max_attempts, self.max_pool_connections,
-                                         self.addressing_style, self.connect_timeout_s,
-                                         self.read_timeout_s),
-                )
-                self._clients[endpoint] = client
-            return client
-
-    def _full(self, key: str) -> str:
-        check_key(key)
+    def _root(self) -> str:
         prefix = self.prefix.strip("/")
-        return f"{prefix}/{key}" if prefix else key
+        return f"{self.bucket}/{prefix}" if prefix else self.bucket
 
-    def _errors(self, exc: Exception, key: str) -> Exception:
-        code = error_code(exc)
-        if code == "NoSuchBucket":
-            return FileNotFoundError(f"bucket {self.bucket!r} does not exist at "
-                                     f"{resolved(self.s3.endpoint_url) or 'AWS'}: create it first "
-                                     "(docker compose's minio-init does)")
-        if code in _MISSING:
-            return FileNotFoundError(f"no object {key!r} in s3://{self.bucket}/{self.prefix}")
+    def _path(self, key: str) -> str:
+        return f"{self._root()}/{check_key(key)}"
+
+    def _no_bucket(self) -> FileNotFoundError:
+        return FileNotFoundError(
+            f"bucket {self.bucket!r} does not exist: create it first "
+            "(python -m imgsearch_pipeline.cli ensure-bucket; compose's minio-init runs it)")
+
+    def _bucket_missing(self, exc: OSError) -> bool:
+        # pyarrow passes S3's NoSuchBucket on in its message; the HEAD before a GET answers
+        # a bare 404 for a missing key and a missing bucket alike, so ask about the bucket.
+        if "NO_SUCH_BUCKET" in str(exc):
+            return True
+        return isinstance(exc, FileNotFoundError) and \
+            self.filesystem().get_file_info(self.bucket).type == pafs.FileType.NotFound
+
+    def _error(self, exc: OSError, key: str) -> OSError:
+        if self._bucket_missing(exc):
+            return self._no_bucket()
+        if isinstance(exc, FileNotFoundError):
+            return FileNotFoundError(f"no object {key!r} in s3://{self._root()}")
         return exc
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        full = self._full(key)
+        path = self._path(key)
         try:
-            self.client().put_object(Bucket=self.bucket, Key=full, Body=data,
-                                     ContentType=content_type)
-        except Exception as exc:
-            raise self._errors(exc, key) from exc
+            # One write of the whole object: the stream sends it as one PUT when it closes.
+            with self.filesystem().open_output_stream(
+                    path, metadata={"Content-Type": content_type}) as stream:
+                stream.write(data)
+        except OSError as exc:
+            raise self._error(exc, key) from exc
 
     def get(self, key: str) -> bytes:
-        full = self._full(key)
+        path = self._path(key)
         try:
-            return self.client().get_object(Bucket=self.bucket, Key=full)["Body"].read()
-        except Exception as exc:
-            raise self._errors(exc, key) from exc
-
-    def exists(self, key: str) -> bool:
-        full = self._full(key)
-        try:
-            self.client().head_object(Bucket=self.bucket, Key=full)
-            return True
-        except Exception as exc:
-            # A HEAD answer has no body: a missing key and a missing bucket are both "404".
-            if error_code(exc) in _MISSING:
-                return False
-            raise self._errors(exc, key) from exc
+            with self.filesystem().open_input_stream(path) as stream:
+                return stream.read()
+        except OSError as exc:
+            raise self._error(exc, key) from exc
 
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
-        root = self.prefix.strip("/")
-        root = f"{root}/" if root else ""
-        paginator = self.client().get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=root + prefix,
-                                   PaginationConfig={"PageSize": self.list_page_size})
+        # One recursive listing (every page) of the folder the prefix is in.
+        root = self._root()
+        folder = prefix.rpartition("/")[0]
+        selector = pafs.FileSelector(f"{root}/{folder}" if folder else root, recursive=True)
         try:
-            for page in pages:
-                for item in page.get("Contents", []):
-                    yield item["Key"][len(root):]
-        except Exception as exc:
-            raise self._errors(exc, prefix) from exc
+            found = self.filesystem().get_file_info(selector)
+        except OSError as exc:
+            if self._bucket_missing(exc):
+                raise self._no_bucket() from exc
+            if isinstance(exc, FileNotFoundError):
+                return  # nothing stored under it yet
+            raise
+        for info in found:
+            key = info.path[len(root) + 1:]
+            if info.type == pafs.FileType.File and key.startswith(prefix):
+                yield key
+
+    def _presigner(self, endpoint_url: str | None) -> Any:
+        with self._lock:
+            client = self._presigners.get(endpoint_url)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            # endpoint_url None: the environment's endpoint, as the filesystem's. boto3
+            # reads AWS_DEFAULT_REGION but not AWS_REGION: the filesystem's region it is.
+            client = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint_url, region_name=self.filesystem().region,
+                config=Config(signature_version="s3v4"))
+            with self._lock:
+                client = self._presigners.setdefault(endpoint_url, client)
+        return client
 
     def url(self, key: str) -> str | None:
-        client = self.client(resolved(self.public_endpoint_url))
-        return client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._full(key)},
+        bucket, _, object_key = self._path(key).partition("/")
+        return self._presigner(self.public_endpoint_url).generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": object_key},
             ExpiresIn=self.url_expiry_s)
 
     @property
     def uri(self) -> str:
         """``s3://<bucket>/<prefix>``: where the production profile's home defaults to."""
-        prefix = self.prefix.strip("/")
-        return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
+        return f"s3://{self._root()}"
 
     def ensure_bucket(self) -> bool:
         """Create the bucket unless it exists; True when it was created."""
-        client = self.client()
-        try:
-            client.head_bucket(Bucket=self.bucket)
+        filesystem = s3_filesystem(allow_bucket_creation=True)
+        if filesystem.get_file_info(self.bucket).type != pafs.FileType.NotFound:
             return False
-        except Exception as exc:
-            if error_code(exc) not in _MISSING | {"NoSuchBucket"}:
-                raise
-        client.create_bucket(Bucket=self.bucket)
+        filesystem.create_dir(self.bucket)
         return True
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m imgsearch_pipeline.resources.s3_store ensure-bucket``: creates the
-    production profile's bucket from the environment (compose's ``minio-init``)."""
-    import os
-    import sys
-
-    from .production import production_backends
-
-    args = sys.argv[1:] if argv is None else argv
-    if args != ["ensure-bucket"]:
-        raise SystemExit("usage: python -m imgsearch_pipeline.resources.s3_store ensure-bucket")
-    store = production_backends(os.environ)["object_store"]
-    created = store.ensure_bucket()
-    print(f"bucket {store.bucket} {'created' if created else 'already there'}")
-
-
-if __name__ == "__main__":
-    main()

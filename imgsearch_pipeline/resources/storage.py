@@ -1,11 +1,15 @@
 """The data the pipeline reads (the dataset) and the home where it keeps its own files."""
 
-import dagster as dg
+import pickle
 
+import dagster as dg
+from pydantic import Field
+
+from ..core.filesystems import open_location
 from ..core.layout import Layout, is_uri
-from ..core.shards import Shard, describe_shard, find_shard_paths, open_location
-from .environment import ConfigurationError
-from .s3_store import S3ObjectStore
+from ..core.shards import Shard, describe_shard, find_shard_paths
+from ..core.tables import join, open_input, write_bytes_atomic
+from ..settings import ConfigurationError
 
 
 class PostsDataset(dg.ConfigurableResource):
@@ -34,29 +38,30 @@ class PipelineHome(dg.ConfigurableResource):
         return Layout.at(self.root)
 
 
-class ObjectStoreValues(dg.ConfigurableIOManagerFactory):
-    """The values handed between assets, pickled under ``s3://<bucket>/<prefix>``:
-    dagster-aws's S3 IO manager, on the object store's client (its retries, and the
-    path-style addressing MinIO needs, which ``S3Resource.get_client()`` cannot set)."""
+class PickledValues(dg.ConfigurableIOManager):
+    """The values handed between assets, pickled to ``<root>/<asset key path>`` in a local
+    folder or under ``s3://`` (through the tables' filesystem and retry policy), each
+    written whole or not at all; ``storage/<run>/<step>/<output>`` for an op's output."""
 
-    store: S3ObjectStore
-    bucket: str
-    prefix: str
+    root: str = Field(description="A folder or an s3:// URI, e.g. s3://bucket/imgsearch/values")
 
-    def create_io_manager(self, context) -> dg.IOManager:
-        from dagster_aws.s3.io_manager import PickledObjectS3IOManager
+    def _location(self, context: dg.InputContext | dg.OutputContext) -> str:
+        parts = (context.get_asset_identifier() if context.has_asset_key
+                 else ["storage", *context.get_identifier()])
+        return join(self.root, "/".join(parts))
 
-        return PickledObjectS3IOManager(s3_bucket=self.bucket, s3_session=self.store.client(),
-                                        s3_prefix=self.prefix)
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        location = self._location(context)
+        write_bytes_atomic(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL), location)
+        context.add_output_metadata({"path": dg.MetadataValue.path(location)})
+
+    def load_input(self, context: dg.InputContext) -> object:
+        with open_input(self._location(context)) as handle:
+            return pickle.loads(handle.read())
 
 
-def values_io_manager(location: str, store: S3ObjectStore
-                      ) -> dg.ConfigurableIOManager | dg.ConfigurableIOManagerFactory:
-    """The IO manager for values at ``location``: a local folder, or ``s3://`` through
-    ``store`` (an S3ObjectStore on the same endpoint)."""
-    if not is_uri(location):
-        return dg.FilesystemIOManager(base_dir=location)
-    if not location.startswith("s3://"):
+def values_io_manager(location: str) -> PickledValues:
+    """The IO manager for values at ``location``: a local folder or an ``s3://`` URI."""
+    if is_uri(location) and not location.startswith("s3://"):
         raise ConfigurationError(f"IMGSEARCH_HOME must be a folder or an s3:// URI: {location!r}")
-    bucket, _, prefix = location[len("s3://"):].partition("/")
-    return ObjectStoreValues(store=store, bucket=bucket, prefix=prefix.strip("/"))
+    return PickledValues(root=location)

@@ -1,25 +1,24 @@
-"""SigLIP through transformers: the checkpoint in the Hub's own file layout
+"""What both SigLIP runtimes share: the checkpoint in the Hub's own file layout
 (``config.json``, ``model.safetensors``, ``preprocessor_config.json``, ``spiece.model``,
 ``tokenizer_config.json``, ``special_tokens_map.json``), used as it was trained.
 
 Four seams, so another runtime can replace the compute without touching the rest:
 
-- loading: ``check_dependencies`` -> ``locate_checkpoint`` -> ``load_siglip``;
+- loading: ``check_dependencies`` -> ``locate_checkpoint`` -> ``load_processor`` (and
+  ``load_torch_model``, which the torch runtime runs and the OpenVINO one converts);
 - preprocessing (CPU, thread-safe): ``SiglipEncoder.prepare`` (images -> pixel values) and
   ``SiglipEncoder.tokenize`` (texts -> token ids, padded to the trained length);
 - encoding an image batch: ``SiglipEncoder.encode``;
 - encoding a text batch: ``SiglipEncoder.encode_tokens``.
 
-The compute runs in one of two runtimes behind those seams, chosen by ``load_siglip``:
-torch (``TorchSiglipEncoder``: fp16 on CUDA, fp32 elsewhere) or, on a CPU, OpenVINO
-(``siglip_openvino.py``: the towers converted once and cached, bf16 where the CPU has it).
+The runtimes behind those seams are ``siglip_torch.py`` (fp16 on CUDA, fp32 elsewhere) and,
+on a CPU, ``siglip_openvino.py`` (the towers converted once and cached, bf16 where the CPU
+has it); ``siglip.py`` chooses between them.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
-import logging
 import os
 from abc import abstractmethod
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .embedders import DEFAULT_SIGLIP, EmbeddingModel, MissingDependencyError, ModelUnavailableError
+from .interface import DEFAULT_SIGLIP, EmbeddingModel, MissingDependencyError, ModelUnavailableError
 
 # Python packages (import name -> distribution) that loading the Hub layout needs.
 # sentencepiece and protobuf are what SiglipTokenizer needs for ``spiece.model``.
@@ -37,8 +36,6 @@ DEPENDENCIES = {"torch": "torch", "transformers": "transformers", "huggingface_h
 CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "tokenizer_config.json")
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model"]
 HUB_PROBE_TIMEOUT_S = 5.0
-
-log = logging.getLogger(__name__)
 
 
 def check_dependencies() -> None:
@@ -78,6 +75,8 @@ def locate_checkpoint(name: str) -> Path:
                 + _how_to_point_at_a_copy(name))
         return folder
 
+    # Imported here, not at the top: huggingface_hub is slow to import and is not needed by
+    # a local folder (nor by the weight-free embedder, which imports this package too).
     from huggingface_hub import HfApi, constants, is_offline_mode, snapshot_download
 
     looked = (f"There is no local folder '{name}' ({folder.resolve()}) and no copy in the "
@@ -108,7 +107,7 @@ def locate_checkpoint(name: str) -> Path:
 
 class SiglipEncoder(EmbeddingModel):
     """A loaded SigLIP: both towers, its image processor and its tokenizer. The runtime
-    (torch here, OpenVINO in siglip_openvino.py) supplies ``encode`` and ``encode_tokens``;
+    (siglip_torch.py or siglip_openvino.py) supplies ``encode`` and ``encode_tokens``;
     ``numerics`` names it and its precision (``torch-fp32``, ``openvino-bf16``...)."""
 
     supports_text = True
@@ -148,39 +147,6 @@ class SiglipEncoder(EmbeddingModel):
         return self.encode_tokens(self.tokenize(texts))
 
 
-class TorchSiglipEncoder(SiglipEncoder):
-    """Both towers through transformers/torch: fp32 on a CPU, fp16 on CUDA."""
-
-    def __init__(self, model: Any, image_processor: Any, tokenizer: Any, model_id: str, half: bool):
-        import torch
-
-        super().__init__(model.config, image_processor, tokenizer, model_id,
-                         numerics="torch-fp16" if half else "torch-fp32")
-        self._torch = torch
-        self._model = model
-        self.device = next(model.parameters()).device
-        self._dtype = torch.float16 if half else torch.float32
-
-    def image_features(self, pixel_values: Any) -> Any:
-        pixel_values = pixel_values.to(self.device, dtype=self._dtype, non_blocking=True)
-        return pooled(self._model.get_image_features(pixel_values=pixel_values))
-
-    def text_features(self, input_ids: Any) -> Any:
-        return pooled(self._model.get_text_features(input_ids=input_ids.to(self.device)))
-
-    def encode(self, prepared: Any) -> np.ndarray:
-        with self._torch.inference_mode():
-            return self._unit_rows(self.image_features(prepared))
-
-    def encode_tokens(self, input_ids: Any) -> np.ndarray:
-        with self._torch.inference_mode():
-            return self._unit_rows(self.text_features(input_ids))
-
-    def _unit_rows(self, features: Any) -> np.ndarray:
-        vectors = self._torch.nn.functional.normalize(features.float(), dim=-1)
-        return vectors.cpu().numpy().astype(np.float32)
-
-
 def pooled(output: Any) -> Any:
     """transformers 5 returns a model output from get_*_features; 4.x the tensor itself."""
     pooled_output = getattr(output, "pooler_output", None)
@@ -204,57 +170,16 @@ def _loading(name: str, folder: Path, load):
 
 
 def load_processor(folder: Path, name: str) -> Any:
-    from transformers import AutoProcessor
+    from transformers import AutoProcessor  # heavy (and torch with it): only when loading
 
     return _loading(name, folder, lambda: AutoProcessor.from_pretrained(folder))
 
 
 def load_torch_model(folder: Path, name: str) -> Any:
     """The transformers model of the checkpoint in ``folder``, in eval mode, on the CPU."""
-    from transformers import AutoModel
+    from transformers import AutoModel  # heavy (and torch with it): only when loading
 
     model = _loading(name, folder, lambda: AutoModel.from_pretrained(folder))
     if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
         raise ModelUnavailableError(f"'{name}' is a {type(model).__name__}, not a SigLIP image-text model")
     return model.eval()
-
-
-RUNTIMES = ("auto", "torch", "openvino")
-
-
-@functools.lru_cache(maxsize=4)
-def load_siglip(name: str, device: str, half: bool, runtime: str = "torch",
-                openvino_cache: str = "") -> SiglipEncoder:
-    """Load once per process (the API and the pipeline share it); call
-    ``check_dependencies`` first. ``runtime`` (one of RUNTIMES): ``auto`` is OpenVINO on a
-    CPU (torch, with a warning, where OpenVINO cannot run) and torch on any other device."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown SigLIP runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    if runtime == "openvino" and device != "cpu":
-        raise ValueError(f"the OpenVINO runtime runs SigLIP on the CPU, not on '{device}'")
-    folder = locate_checkpoint(name)
-    if device == "cpu" and runtime in ("auto", "openvino"):
-        cache = Path(openvino_cache).expanduser() if openvino_cache else None
-        try:
-            from .siglip_openvino import load_openvino_siglip
-
-            return load_openvino_siglip(folder, name, cache)
-        except (MissingDependencyError, ModelUnavailableError):
-            raise
-        except ImportError as exc:
-            if runtime == "openvino":
-                raise MissingDependencyError(
-                    f"The SigLIP runtime 'openvino' needs the Python package 'openvino' ({exc}). "
-                    "Install the project's dependencies with `make setup`.") from exc
-            log.warning(f"SigLIP runs through torch fp32 on the CPU: OpenVINO cannot be imported "
-                        f"({type(exc).__name__}: {exc})")
-        except Exception as exc:
-            if runtime == "openvino":
-                raise
-            log.warning(f"SigLIP runs through torch fp32 on the CPU: OpenVINO failed "
-                        f"({type(exc).__name__}: {exc})")
-    processor = load_processor(folder, name)
-    model = load_torch_model(folder, name).to(device)
-    if half:
-        model.half()
-    return TorchSiglipEncoder(model, processor.image_processor, processor.tokenizer, name, half)

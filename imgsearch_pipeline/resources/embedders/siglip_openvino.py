@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core.integrity import IntegrityError, verify_manifest, write_manifest
-from ..core.similarity import l2_normalise
-from .siglip import SiglipEncoder, load_processor, load_torch_model, pooled
+from ...core.integrity import IntegrityError, verify_manifest, write_manifest
+from ...core.similarity import l2_normalise
+from .siglip_base import SiglipEncoder, load_processor, load_torch_model, pooled
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,9 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def default_cache() -> Path:
-    """The user's cache folder (XDG): ``$XDG_CACHE_HOME/imgsearch/openvino``, else
-    ``~/.cache/imgsearch/openvino``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "imgsearch" / "openvino"
+    """``~/.cache/imgsearch/openvino``: where an embedder built without settings converts
+    (the settings' IMGSEARCH_OPENVINO_CACHE follows XDG_CACHE_HOME)."""
+    return Path.home() / ".cache" / "imgsearch" / "openvino"
 
 
 def cpu_capabilities(core: Any) -> list[str]:
@@ -72,7 +71,7 @@ def checkpoint_digest(folder: Path) -> str:
 
 
 def runtime_versions() -> dict[str, str]:
-    import openvino
+    import openvino  # heavy: imported when a model is loaded, never with the package
     import torch
     import transformers
 
@@ -91,7 +90,7 @@ def converted_folder(cache: Path, model_id: str, checkpoint: Path) -> tuple[Path
 def _tower(model: Any, features: str) -> Any:
     """One tower as a module to trace: ``model.<features>`` then pooling, as the torch path
     computes it (``get_image_features`` on pixel values, ``get_text_features`` on ids)."""
-    import torch
+    import torch  # heavy: only when converting
 
     class Tower(torch.nn.Module):
         def __init__(self) -> None:
@@ -109,7 +108,7 @@ def convert(checkpoint: Path, model_id: str, image_size: int, text_length: int, 
     """Convert both towers of ``checkpoint`` into ``folder`` (written beside it and renamed
     into place, so a reader never sees half an IR; two processes converting at once both
     succeed and one copy stays)."""
-    import openvino as ov
+    import openvino as ov  # heavy: only when converting
     import torch
 
     model = load_torch_model(checkpoint, model_id)
@@ -190,6 +189,8 @@ def load_openvino_siglip(checkpoint: Path, model_id: str, cache: Path | None = N
                          ) -> OpenVinoSiglipEncoder:
     """Both towers from the cache, converted first if the cache has no copy for this
     checkpoint and these runtime versions. Raises ImportError without openvino."""
+    # Here, not at the top: without openvino this raises the ImportError that siglip.py
+    # answers with the torch fallback.
     import openvino as ov
     from transformers import AutoConfig
 
