@@ -1,12 +1,18 @@
-"""Command-line tasks around the pipeline: ``python -m imgsearch_pipeline.cli ensure-bucket``
-creates the production profile's bucket from the environment (compose's ``minio-init``)."""
+"""Command-line tasks around the pipeline:
+
+- ``python -m imgsearch_pipeline.cli ensure-bucket`` creates the production profile's bucket
+  from the environment (compose's ``minio-init``);
+- ``python -m imgsearch_pipeline.cli settings-docs`` rewrites the docs' variable tables from
+  the declarations in ``settings.py``.
+"""
 
 import sys
+from pathlib import Path
 
 from .resources.production import production_backends
-from .settings import ConfigurationError, Settings
+from .settings import GROUPS, ConfigurationError, Settings, with_tables
 
-USAGE = "usage: python -m imgsearch_pipeline.cli ensure-bucket"
+USAGE = "usage: python -m imgsearch_pipeline.cli ensure-bucket | settings-docs"
 
 
 def ensure_bucket() -> None:
@@ -19,11 +25,20 @@ def ensure_bucket() -> None:
     print(f"bucket {store.bucket} {'created' if created else 'already there'}")
 
 
+def settings_docs(root: Path = Path(__file__).parent.parent) -> None:
+    """Write each group's table between its ``<!-- settings:GROUP -->`` markers."""
+    for doc in sorted(set(GROUPS.values())):
+        path = root / doc
+        path.write_text(with_tables(path.read_text()))
+        print(f"{doc}: settings tables written")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args != ["ensure-bucket"]:
+    commands = {"ensure-bucket": ensure_bucket, "settings-docs": settings_docs}
+    if len(args) != 1 or args[0] not in commands:
         raise SystemExit(USAGE)
-    ensure_bucket()
+    commands[args[0]]()
 
 
 if __name__ == "__main__":
