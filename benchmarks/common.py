@@ -10,69 +10,25 @@ from pathlib import Path
 
 import numpy as np
 
+from imgsearch_pipeline.core.cpu_load import (  # noqa: F401  (re-exported)
+    OTHERS_SHARE_LIMIT,
+    OthersCpuShare,
+    cpu_seconds,
+    load_now,
+    others_share,
+    usable_cores,
+)
+
 # What the prototype reported (3,019 queries over 27,172 SigLIP vectors, 768-d).
 PROTOTYPE = {"indexed": 27_172, "queries": 3_019, "dim": 768, "recall_at_10": 0.9970,
              "es_ms": 51.53, "exact_ms": 84.29}
 RECALL_TARGET = 0.997
 K = 10
 # A section is measured on a loaded machine when other processes (anything but the benchmark
-# and the processes it waited for) kept more than this share of the machine's CPU time busy:
-# sampled for a few seconds before the section, and over the whole section. The load average
-# alone cannot say it, since it counts the benchmark's own threads; it is recorded beside.
-OTHERS_SHARE_LIMIT = 0.15
+# and the processes it waited for) kept more than OTHERS_SHARE_LIMIT of the machine's CPU
+# time busy: sampled for a few seconds before the section, and over the whole section. The
+# measuring lives in core.cpu_load (the recall report records the same share while it times).
 QUIET_SAMPLE_S = 3.0
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def cpu_seconds(stat_line: str, tick: int) -> tuple[float, float]:
-    """(busy, all) CPU seconds from /proc/stat's first line (``cpu user nice system idle
-    iowait irq softirq steal ...``, in clock ticks)."""
-    fields = [int(x) for x in stat_line.split()[1:9]]
-    # user nice system idle iowait irq softirq steal: idle and iowait are not busy
-    return (sum(fields) - fields[3] - fields[4]) / tick, sum(fields) / tick
-
-
-def others_share(machine_before: tuple[float, float], machine_after: tuple[float, float],
-                 own_before: float, own_after: float) -> float:
-    """The share of the machine's CPU time (all cores) between two (busy, all) readings
-    that processes other than this one (and the children it waited for) kept busy."""
-    elapsed = machine_after[1] - machine_before[1]
-    others = (machine_after[0] - machine_before[0]) - (own_after - own_before)
-    return min(1.0, max(0.0, others / elapsed)) if elapsed > 0 else 0.0
-
-
-def _machine_cpu_seconds() -> tuple[float, float]:
-    """(busy, all) CPU seconds of the whole machine since boot, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        return cpu_seconds(stat.readline(), os.sysconf("SC_CLK_TCK"))
-
-
-def _own_cpu_seconds() -> float:
-    """CPU seconds of this process (all threads) and of the children it waited for."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-class OthersCpuShare:
-    """The share of the machine's CPU time other processes used since this was made."""
-
-    def __init__(self) -> None:
-        self._machine = _machine_cpu_seconds()
-        self._own = _own_cpu_seconds()
-
-    def share(self) -> float:
-        return others_share(self._machine, _machine_cpu_seconds(), self._own, _own_cpu_seconds())
-
-
-def load_now(others_share: float) -> dict:
-    """The 1-minute load average, the usable cores, other processes' CPU share and whether
-    that counts as loaded."""
-    return {"load_1min": round(os.getloadavg()[0], 2), "cores": usable_cores(),
-            "others_cpu_share": round(others_share, 3),
-            "loaded": others_share > OTHERS_SHARE_LIMIT}
 
 
 def quiet_check(seconds: float = QUIET_SAMPLE_S) -> dict:

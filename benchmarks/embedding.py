@@ -194,3 +194,159 @@ def dataset(images: int, size: int) -> Path:
                         "--images", str(images), "--shards", str(max(1, images // 5000)),
                         "--size", str(size)], check=True, cwd=ROOT)
     return folder
+
+
+# -- choosing a model: each family's full-size architecture on the CPU -------------------------
+
+MODELS_FOLDER = ROOT / "data" / "bench" / "models"
+RESULTS = ROOT / "benchmarks" / "results"
+QUERY = "a photo of a cat on a beach at sunset"
+
+
+def _made_once(folder: Path, make) -> Path:
+    """``make(partial)`` once, renamed into place (random full-size weights are big)."""
+    if folder.is_dir():
+        return folder
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    make(partial)
+    partial.rename(folder)
+    return folder
+
+
+def model_families() -> list[dict]:
+    """Each family's full-size architecture, random weights, in its Hub layout: how it is made
+    and which embedder settings load it."""
+    from imgsearch_pipeline_tests import tiny_models as tm
+
+    def st_clip(sizes):
+        return lambda folder: tm.save_old_st_clip(folder, sizes)
+
+    def st_multilingual(folder: Path) -> None:
+        tm.save_multilingual_text_model(folder, 512, tm.MULTILINGUAL_FULL_SIZE)
+
+    return [
+        {"name": "google/siglip-base-patch16-224", "embedder": "siglip",
+         "make": lambda f: tm.save_full_size_siglip(f, 224)},
+        {"name": "google/siglip-base-patch16-384", "embedder": "siglip",
+         "make": lambda f: tm.save_full_size_siglip(f, 384)},
+        {"name": "google/siglip-base-patch16-512", "embedder": "siglip",
+         "make": lambda f: tm.save_full_size_siglip(f, 512)},
+        {"name": "google/siglip2-base-patch16-224", "embedder": "siglip",
+         "make": lambda f: tm.save_full_size_siglip2(f, 224)},
+        {"name": "google/siglip2-base-patch16-512", "embedder": "siglip",
+         "make": lambda f: tm.save_full_size_siglip2(f, 512)},
+        {"name": "sentence-transformers/clip-ViT-B-32", "embedder": "sentence-transformers",
+         "make": st_clip(tm.CLIP_B32)},
+        {"name": "sentence-transformers/clip-ViT-L-14", "embedder": "sentence-transformers",
+         "make": st_clip(tm.CLIP_L14)},
+        {"name": "sentence-transformers/clip-ViT-B-32 + clip-ViT-B-32-multilingual-v1",
+         "embedder": "sentence-transformers", "make": st_clip(tm.CLIP_B32),
+         "folder": "clip-ViT-B-32", "text_model": "clip-ViT-B-32-multilingual-v1",
+         "make_text": st_multilingual},
+    ]
+
+
+def measure_models(dataset: Path, images: int, log, only: set[str] | None = None,
+                   repeat: int = 2) -> dict:
+    """images/s through the pipeline and bare, and one text query's latency, of each family's
+    full-size architecture through its embedder on the CPU (torch fp32 for all, so the
+    figures compare; SigLIP's OpenVINO runtime is measured by ``run``)."""
+    import torch
+
+    from imgsearch_pipeline.resources.embedders import SentenceTransformerEmbedder
+    from imgsearch_pipeline.resources.embedders.sentence_transformers import load_sentence_transformer
+
+    workers = EmbeddingConfig().loader_workers
+    results: dict = {"images": images, "repeat": repeat, "cores": len(os.sched_getaffinity(0)),
+                     "torch_threads": torch.get_num_threads(), "models": {}}
+    with tempfile.TemporaryDirectory(prefix="imgsearch-bench-models-") as tmp:
+        store, keys = _store_images(dataset, images, Path(tmp) / "objects")
+        for family in model_families():
+            name = family["name"]
+            if only and name not in only:
+                continue
+            started = time.perf_counter()
+            folder = _made_once(MODELS_FOLDER / family.get("folder", name.rsplit("/", 1)[-1]),
+                                family["make"])
+            text_folder = None
+            if "text_model" in family:
+                text_folder = _made_once(MODELS_FOLDER / family["text_model"], family["make_text"])
+            made_s = time.perf_counter() - started
+            if family["embedder"] == "siglip":
+                embedder = SiglipEmbedder(model_name=str(folder), device="cpu", runtime="torch")
+            else:
+                embedder = SentenceTransformerEmbedder(
+                    model_name=str(folder), text_model_name=str(text_folder or ""), device="cpu")
+            started = time.perf_counter()
+            model = embedder.load()
+            load_s = time.perf_counter() - started
+            parameters = sum(p.numel() for m in {id(x): x for x in _torch_modules(model)}.values()
+                             for p in m.parameters())
+            load_before = os.getloadavg()
+            text_ms = text_query_ms(model, QUERY, repeat=5)
+            measured = measure(model, store, keys, 4, workers, repeat)
+            results["models"][name] = {
+                **measured, "embedder": family["embedder"], "dim": model.dim,
+                "numerics": model.numerics, "parameters_m": round(parameters / 1e6, 1),
+                "text_query_ms": text_ms, "load_s": load_s, "made_s": made_s,
+                "load_average_before": load_before, "load_average_after": os.getloadavg()}
+            r = results["models"][name]
+            log(f"{name}: pipeline {r['pipeline_images_per_s']:.2f} images/s, bare "
+                f"{r['bare_images_per_s']:.2f}; text query {text_ms:.0f} ms; dim {model.dim}; "
+                f"{r['parameters_m']} M parameters; load average {load_before[0]:.1f} -> "
+                f"{r['load_average_after'][0]:.1f}")
+            del model
+            load_siglip.cache_clear()
+            load_sentence_transformer.cache_clear()
+    return results
+
+
+def _torch_modules(model) -> list:
+    """The torch modules a loaded model holds (to count its parameters)."""
+    found = [getattr(model, attribute) for attribute in ("_model", "_image", "_text")
+             if hasattr(model, attribute)]
+    return found
+
+
+def models_table(results: dict) -> str:
+    """The README's table: wall-time figures, and the CPU seconds an image costs (this
+    process's, all threads), which follow other jobs' load far less than wall time."""
+    rows = ["| model | embedder | dim | parameters | images/s pipeline | images/s bare | "
+            "CPU s per image (bare) | text query | load average |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results["models"].items():
+        load = f"{r['load_average_before'][0]:.1f} → {r['load_average_after'][0]:.1f}"
+        rows.append(f"| `{name}` | `{r['embedder']}` | {r['dim']} | {r['parameters_m']:.0f} M | "
+                    f"{r['pipeline_images_per_s']:.2f} | {r['bare_images_per_s']:.2f} | "
+                    f"{r['bare_cpu_s_per_image']:.2f} | {r['text_query_ms']:.0f} ms | {load} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    """``python -m benchmarks.embedding models [N] [name ...]``: the model table, written to
+    benchmarks/results/embedding_models.json and .md."""
+    import json
+    import platform
+    import sys
+
+    args = sys.argv[1:]
+    if not args or args[0] != "models":
+        raise SystemExit(main.__doc__)
+    images = int(args[1]) if len(args) > 1 else 8
+    only = set(args[2:]) or None
+    data = dataset(64, 512)
+    results = measure_models(data, images, lambda line: print(line, flush=True), only)
+    results["machine"] = {"processor": platform.processor(), "python": platform.python_version(),
+                          "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "embedding_models.json"
+    previous = json.loads(path.read_text()) if path.is_file() and only else {"models": {}}
+    results["models"] = {**previous.get("models", {}), **results["models"]}
+    path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    (RESULTS / "embedding_models.md").write_text(models_table(results) + "\n")
+    print(models_table(results))
+
+
+if __name__ == "__main__":
+    main()

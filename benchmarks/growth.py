@@ -13,8 +13,8 @@ timed). Then each step of the graph runs in a process of its own, through the co
 user runs (``dagster asset materialize --select <step>``, its asset checks included), with
 the deployment's default resources (the embedded profile's default index, whatever it is):
 ``search_index`` (build), ``ground_truth`` (exact KNN), ``recall_report`` (depth sweep,
-recall on every query, ANN latency on the sample whose exact latency ``ground_truth``
-timed) and ``live_index`` (publish). Each
+recall on every query, exact and ANN latency timed interleaved on a sample) and
+``live_index`` (publish). Each
 step's wall time and peak RSS (the largest process of its tree: RUSAGE_CHILDREN) are
 recorded with the load average before and after, then the index size on disk and, from
 the recall report, the recall, the chosen search depth and its p50. Each size is merged into
@@ -128,11 +128,13 @@ def make_home(folder: Path, home: Path) -> Layout:
     return layout
 
 
-def step(name: str, env: dict, log_path: Path) -> dict:
-    """One step in a fresh process: wall time, peak RSS, load average before and after."""
+def step(name: str, env: dict, log_path: Path, args: list[str] | None = None) -> dict:
+    """One step (or the dagster command ``args``) in a fresh process: wall time, peak RSS,
+    load average before and after."""
     before = os.getloadavg()
+    args = args or ["asset", "materialize", "--select", name, "-m", "imgsearch_pipeline"]
     command = [sys.executable, "-c", _WRAPPER, str(Path(sys.executable).parent / "dagster"),
-               "asset", "materialize", "--select", name, "-m", "imgsearch_pipeline"]
+               *args]
     with log_path.open("a") as log_file:
         out = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=log_file, text=True)

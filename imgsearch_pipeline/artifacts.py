@@ -41,11 +41,15 @@ class PostsTable:
         table = self.read(["uuid", "split"])
         return set(table.filter(pc.equal(table.column("split"), split)).column("uuid").to_pylist())
 
-    def display_fields(self) -> dict[str, dict]:
-        """uuid -> {caption, split, shard} for documents in an index."""
+    def display_fields(self, only: set[str] | None = None) -> dict[str, dict]:
+        """uuid -> {caption, split, shard} for documents in an index (those in ``only``:
+        an incremental version reads the fields of its new documents, not of all)."""
         names = read_schema(self.path).names
         columns = [c for c in ("uuid", "caption", "split", "shard") if c in names]
-        return {row["uuid"]: row for row in self.read(columns).to_pylist()}
+        table = self.read(columns)
+        if only is not None:
+            table = table.filter(pc.is_in(table.column("uuid"), pa.array(sorted(only), pa.string())))
+        return {row["uuid"]: row for row in table.to_pylist()}
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,20 @@ class IndexBuild:
     count: int
     dim: int
     params: dict
+    action: str = "full"  # or "incremental": ``base`` plus ``added``, minus ``removed``
+    base: str | None = None
+    added: int = 0
+    removed: int = 0
 
 
 @dataclass(frozen=True)
 class GroundTruth:
+    """The exact top-k table, and beside it the corpus it was computed against (train uuids
+    and their parts: what the next run diffs, and what recall_report times exact search on)."""
+
     path: str
     k: int
     queries: int
     corpus: int
+    corpus_path: str = ""
+    model_id: str = ""

@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import PurePosixPath
 
 import dagster as dg
-import numpy as np
 
 from .artifacts import EmbeddingSet, ImageObjects, IndexBuild, PostsTable
 from .assets.embeddings import image_embeddings
@@ -19,7 +18,7 @@ from .assets.index import search_index
 from .assets.posts import posts
 from .core.integrity import IntegrityError
 from .core.report import RecallReport
-from .core.vectors import embedded_uuids, iter_vectors
+from .core.vectors import embedded_uuids, embedding_parts, part_stats
 from .resources.object_store import ObjectStore
 from .resources.vector_index import VectorIndex
 
@@ -69,15 +68,13 @@ def one_object_per_post(
 
 
 def vector_stats(folder: str, dim: int) -> dict:
-    """Rows, dims, finiteness and worst norm error, part by part (memory: one part)."""
+    """Rows, dims, finiteness and worst norm error of the verified parts (``part_stats``)."""
     rows, finite, worst, dims = 0, True, 0.0, set()
-    for _, matrix in iter_vectors(folder):
-        rows += len(matrix)
-        dims.add(int(matrix.shape[1]))
-        ok = np.isfinite(matrix).all(axis=1)
-        finite = finite and bool(ok.all())
-        if ok.any():
-            worst = max(worst, float(np.abs(np.linalg.norm(matrix[ok], axis=1) - 1.0).max()))
+    for stats in part_stats(embedding_parts(folder)[0]):
+        rows += stats["rows"]
+        dims.add(stats["dim"])
+        finite = finite and stats["finite"]
+        worst = max(worst, stats["max_norm_error"])
     return {"rows": rows, "dims": sorted(dims), "expected_dim": dim, "finite": finite,
             "max_norm_error": worst,
             "passed": rows > 0 and finite and worst < NORM_TOLERANCE and dims == {dim}}

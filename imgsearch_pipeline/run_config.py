@@ -46,21 +46,25 @@ class EmbeddingConfig(dg.Config):
                                 description="Threads fetching and decoding images.")
 
 
+class SearchIndexConfig(dg.Config):
+    full_rebuild: bool = Field(
+        False, description="Build the new version from every train embedding, even when the "
+                           "live version plus what changed would do (a model, metric or index "
+                           "setting change, or too many removals, rebuilds in full anyway).")
+
+
 class GroundTruthConfig(dg.Config):
     # 10 = the report's k. Top-k selection is the cost beyond the matrix product and grows
     # with k (benchmarks/README.md). Raise it together with recall_report's k for recall@k
-    # beyond 10.
+    # beyond 10. A change of k recomputes the whole table.
     k: int = Field(10, gt=0, description="Neighbours kept per query (reports use up to k).")
     buffer_mb: int = Field(
         DEFAULT_BUFFER_BYTES // 2**20, gt=0,
-        description="Memory of the score buffer in MiB: each matrix product scores as many "
-                    "queries as fit against the whole train split, so memory stays flat as "
-                    "the corpus grows (fewer queries per product on a larger corpus).")
-    latency_sample: int | None = Field(
-        200, gt=0,
-        description="Time the exact search one query at a time on this many test queries, "
-                    "spread evenly (all when unset); recall_report times the ANN search on "
-                    "the same queries. Each timed query scans the whole train split.")
+        description="Memory of a block of queries in MiB: their float32 scores against one "
+                    "embedding part, their vectors and their running top-k. The train "
+                    "vectors are read part by part, so memory is this plus one part whatever "
+                    "the corpus size (more blocks, each a pass over the parts, when the "
+                    "queries do not fit).")
 
 
 class RecallReportConfig(dg.Config):
@@ -76,6 +80,11 @@ class RecallReportConfig(dg.Config):
         None, gt=0, description="Evaluate at this depth instead of sweeping for the smallest "
                                 "one that reaches the target.")
     max_queries: int | None = Field(None, gt=0, description="Evaluate only the first N queries.")
+    latency_sample: int | None = Field(
+        200, gt=0,
+        description="Time the ANN and the exact search one query at a time, interleaved, on "
+                    "this many queries spread evenly (all when unset); recall is counted on "
+                    "every query. Each exact search scans the whole train split.")
 
     @model_validator(mode="after")
     def _enough_candidates(self) -> "RecallReportConfig":
@@ -97,6 +106,7 @@ OP_CONFIGS: dict[str, type[dg.Config]] = {
     "posts": SplitConfig,
     "image_objects": ImageObjectsConfig,
     "image_embeddings": EmbeddingConfig,
+    "search_index": SearchIndexConfig,
     "ground_truth": GroundTruthConfig,
     "recall_report": RecallReportConfig,
 }

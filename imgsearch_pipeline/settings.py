@@ -173,11 +173,19 @@ class Settings(_Variables):
         "IMGSEARCH_PROFILE",
         "The backends: a local folder and faiss, or S3 and Elasticsearch.", "pipeline",
         default="embedded")
-    embedder: Literal["siglip", "color-texture"] = variable(
-        "IMGSEARCH_EMBEDDER", "The image model: SigLIP, or a weight-free one for demos and CI.",
-        "pipeline", default="siglip")
-    model: str = variable("IMGSEARCH_MODEL", "SigLIP model name or local folder.", "pipeline",
-                          default=DEFAULT_SIGLIP)
+    embedder: Literal["siglip", "sentence-transformers", "color-texture"] = variable(
+        "IMGSEARCH_EMBEDDER",
+        "The image model: SigLIP or SigLIP 2, a sentence-transformers model (CLIP), or a "
+        "weight-free one for demos and CI.", "pipeline", default="siglip")
+    model: str = variable(
+        "IMGSEARCH_MODEL",
+        "Hub id or local folder of the model (sentence-transformers: "
+        "`sentence-transformers/clip-ViT-B-32` when unset).", "pipeline", default=DEFAULT_SIGLIP)
+    text_model: str | None = variable(
+        "IMGSEARCH_TEXT_MODEL",
+        "sentence-transformers only: a text model aligned to IMGSEARCH_MODEL for text queries "
+        "(e.g. `sentence-transformers/clip-ViT-B-32-multilingual-v1`); unset: the model itself.",
+        "pipeline", default=None)
     openvino_cache: str = variable(
         "IMGSEARCH_OPENVINO_CACHE", "Folder of the SigLIP models converted for OpenVINO.",
         "pipeline", shown_default="`$XDG_CACHE_HOME/imgsearch/openvino` (`~/.cache/...`)",

@@ -85,3 +85,22 @@ def test_minio_init_runs_the_ensure_bucket_command():
     done = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "IMGSEARCH_ES_URL" in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_the_dg_cli_finds_the_project_and_launches_a_run(sample_dataset, tmp_path):
+    """``[tool.dg]`` in pyproject.toml points ``dg`` at the definitions: ``dg list defs``
+    sees every asset of ``imgsearch_pipeline.definitions`` and ``dg launch`` runs one."""
+    from imgsearch_pipeline.definitions import defs
+
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "IMGSEARCH_HOME": str(tmp_path / "var"),
+           "IMGSEARCH_DATASET": str(sample_dataset), "IMGSEARCH_EMBEDDER": "color-texture"}
+    dg = str(Path(sys.executable).parent / "dg")
+    listed = subprocess.run([dg, "list", "defs", "--json"], cwd=PROJECT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    keys = {asset["asset_key"] for asset in json.loads(listed.stdout)["assets"]}
+    assert keys == {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    launched = subprocess.run([dg, "launch", "--assets", "raw_posts"], cwd=PROJECT, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "RUN_SUCCESS" in launched.stderr + launched.stdout

@@ -124,7 +124,8 @@ def test_an_empty_dataset_folder_is_an_error(tmp_path):
 
 @pytest.mark.parametrize(("env", "message"), [
     ({"IMGSEARCH_EMBEDDER": "clip"},
-     "unknown embedder 'clip' (IMGSEARCH_EMBEDDER): choose one of siglip, color-texture"),
+     "unknown embedder 'clip' (IMGSEARCH_EMBEDDER): choose one of siglip, sentence-transformers, "
+     "color-texture"),
     ({"IMGSEARCH_PROFILE": "cloud"},
      "unknown profile 'cloud' (IMGSEARCH_PROFILE): choose one of embedded, production"),
     ({"IMGSEARCH_DATASET": " "}, "IMGSEARCH_HOME and IMGSEARCH_DATASET must not be empty"),

@@ -165,19 +165,25 @@ def test_daemon_on_postgres_runs_the_sensor_and_the_schedule_by_itself(tmp_path,
             print(f"\nsensor run {pipeline_id}, schedule run {reindex_id} "
                   f"({time.monotonic() - clock:.0f} s after the code server started)")
 
-            # The schedule's run published a new version, and it is the live one.
+            # The sensor's run published a version; the schedule's run found nothing new
+            # since (the same shards): it succeeded, built and published nothing, and said so.
             for name, value in pg.env().items():  # this process reads the instance too
                 monkeypatch.setenv(name, value)
             monkeypatch.setenv("DAGSTER_LOGS_DIR", env["DAGSTER_LOGS_DIR"])
             instance = dg.DagsterInstance.from_config(str(home))
             try:
                 before = live_version_of(instance, pipeline_id)
-                after = live_version_of(instance, reindex_id)
+                with pytest.raises(AssertionError, match="published no index version"):
+                    live_version_of(instance, reindex_id)
+                observed = [r.dagster_event.event_specific_data.asset_observation.metadata
+                            for r in instance.all_logs(
+                                reindex_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION)]
                 assert instance.get_run_by_id(reindex_id).status == dg.DagsterRunStatus.SUCCESS
             finally:
                 instance.dispose()
-            assert after != before
-            assert FaissHnswIndex(root=str(tmp_path / "var" / "index")).live_version() == after
+            assert [m["action"].value for m in observed] == ["unchanged"]
+            assert before in observed[0]["reason"].value
+            assert FaissHnswIndex(root=str(tmp_path / "var" / "index")).live_version() == before
 
             # The webserver, on the same instance, answers for that run.
             wait_for("webserver", lambda: http_ok(f"http://127.0.0.1:{web_port}/server_info"), 180,

@@ -286,3 +286,27 @@ def test_429_from_the_server_is_retried_with_backoff(indices):
         assert through.search(vectors[4], 3, 20)[0].uuid == "t-0004"
         assert proxy.failed == [429, 429]
         assert proxy.failed_at[1] - proxy.failed_at[0] >= 0.3  # waited before retrying
+
+
+def test_an_incremental_version_is_a_clone_plus_added_minus_removed(indices):
+    """v2 = clone of the published v1 + 20 new - 10 removed: it answers like an exact search
+    over exactly its documents, never returns a removed one, carries no search depth of
+    v1's, and v1 (write-blocked) still answers as before."""
+    index = indices()
+    first, added = unit_vectors(200, 16, 1), unit_vectors(20, 16, 2)
+    assert index.build("v1", 16, [batch("a", first)]) == 200
+    index.publish("v1")
+    index.record_search_depth("v1", {"num_candidates": 50})
+    removed = [f"a-{i:04d}" for i in range(0, 200, 20)]
+    assert index.build("v2", 16, [batch("b", added)], base="v1", removed=removed) == 210
+    assert index.versions() == ["v1", "v2"] and index.recorded_search_depth("v2") is None
+    assert index.count("v1") == 200
+    ids = [f"a-{i:04d}" for i in range(200)] + [f"b-{i:04d}" for i in range(20)]
+    corpus = np.vstack([first, added])
+    keep = np.array([u not in removed for u in ids])
+    for query in np.vstack([first[::20], added[:5]]):
+        hits = index.search(query, 10, num_candidates=500, version="v2")
+        scores = np.where(keep, corpus @ query, -np.inf)
+        expected = [ids[i] for i in np.argsort(-scores)[:10]]
+        assert {h.uuid for h in hits} == set(expected)
+        assert not set(removed) & {h.uuid for h in hits}

@@ -64,3 +64,40 @@ def test_embed_loop_keeps_order_and_reports_failures():
     vectors = np.concatenate([b.vectors for b in batches if b.ids])
     np.testing.assert_allclose(vectors, model.encode_images([pictures[i] for i in ids]),
                                atol=1e-6)
+
+
+def test_the_api_refuses_a_live_version_of_another_model(tmp_path):
+    """One model per index: the live version's record names the model it was built from; an
+    API configured with another model refuses to serve it (503 with both ids), before
+    loading its own model, instead of embedding queries into another model's space."""
+    from imgsearch_pipeline.api.service import ServiceUnavailable, load_service
+    from imgsearch_pipeline.core.index_plan import VersionRecord, write_version_record
+    from imgsearch_pipeline.core.layout import Layout
+    from imgsearch_pipeline.resources.vector_index import FaissHnswIndex, IndexBatch
+    from imgsearch_pipeline.settings import Settings
+
+    settings = Settings.read({"IMGSEARCH_EMBEDDER": "color-texture", "IMGSEARCH_HOME": str(tmp_path)})
+    layout = Layout.at(str(tmp_path))
+    index = FaissHnswIndex(root=layout.index)
+    vectors = np.eye(4, dtype=np.float32)
+    index.build("v1", 4, [IndexBatch(ids=[f"u{i}" for i in range(4)], vectors=vectors)])
+    index.publish("v1")
+    built_with = "google/siglip2-base-patch16-512"
+    write_version_record(layout.index_record("v1"), [f"u{i}" for i in range(4)],
+                         VersionRecord({"model_id": built_with, "dim": 4}))
+    with pytest.raises(ServiceUnavailable) as error:
+        load_service(settings, settings.api)
+    message = str(error.value)
+    assert built_with in message and ColorTextureEmbedder().model_id in message
+    assert "v1" in message and "IMGSEARCH_MODEL" in message
+
+
+def test_model_names_in_answers_show_no_server_paths():
+    from imgsearch_pipeline.api.service import ServiceUnavailable, check_same_model
+
+    with pytest.raises(ServiceUnavailable) as error:
+        check_same_model("v1", "/srv/models/clip-ViT-B-32", "sentence-transformers/clip-ViT-L-14")
+    assert "'clip-ViT-B-32'" in str(error.value) and "/srv" not in str(error.value)
+    assert "sentence-transformers/clip-ViT-L-14" in str(error.value)
+    check_same_model("v1", None, "any")  # a version without a record: nothing to compare
+    check_same_model("v1", "same/model", "same/model")

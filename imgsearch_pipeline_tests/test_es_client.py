@@ -233,3 +233,60 @@ def test_a_failed_search_inside_an_msearch_is_an_error_not_an_empty_answer():
         # a 404 for the whole request (the stand-in knows no v3) reads the same
         with pytest.raises(LookupError, match="no index version"):
             index.search_many(np.ones((2, 4), dtype=np.float32), 1, 10, version="v3")
+
+
+def _clone_rules(counts: list[int], bulk: dict) -> dict:
+    """An Elasticsearch that clones imgsearch-v1 into imgsearch-v2, answers ``counts`` in
+    turn and ``bulk`` to the bulk requests."""
+    done = (200, {"acknowledged": True})
+    count = [(200, {"count": n}) for n in counts]
+    return {**GREEN,
+            ("PUT", "/imgsearch-v1/_block/write"): [done],
+            ("PUT", "/imgsearch-v1/_clone/imgsearch-v2"): [done],
+            ("GET", "/_cluster/health/imgsearch-v2"): [(200, {"status": "green",
+                                                             "timed_out": False})],
+            ("PUT", "/imgsearch-v2/_mapping"): [done],
+            ("POST", "/imgsearch-v2/_count"): count, ("GET", "/imgsearch-v2/_count"): count,
+            ("PUT", "/_bulk"): [(200, bulk)], ("POST", "/_bulk"): [(200, bulk)],
+            ("PUT", "/imgsearch-v2/_settings"): [done],
+            ("POST", "/imgsearch-v2/_refresh"): [done],
+            ("DELETE", "/imgsearch-v2"): [done]}
+
+
+def test_an_incremental_version_clones_the_blocked_live_index_then_adds_and_deletes():
+    """The live version v1 (3 documents) is write-blocked and cloned into v2, which gets a
+    fresh _meta (no search depth of v1's), its two new documents and one delete, and is not
+    force-merged; the count check expects 3 + 2 - 1."""
+    items = [{"index": {"_index": "imgsearch-v2", "_id": i, "status": 201}} for i in "de"]
+    items.append({"delete": {"_index": "imgsearch-v2", "_id": "a", "status": 200}})
+    rules = _clone_rules([3, 4], {"errors": False, "items": items})
+    with StandIn(rules) as server:
+        batch = IndexBatch(ids=list("de"), vectors=np.ones((2, 4), dtype=np.float32))
+        indexed = []
+        count = index_at(server.url).build("v2", 4, [batch], on_indexed=indexed.append,
+                                           base="v1", removed=["a"])
+        sent = dict(server.bodies)
+        paths = [p for _, _, p in server.requests]
+    assert count == 4 and indexed == [1, 1]
+    assert paths.index("/imgsearch-v1/_block/write") < paths.index("/imgsearch-v1/_clone/imgsearch-v2")
+    assert not any(p.endswith("_forcemerge") for p in paths) and "/imgsearch-v2" not in paths
+    clone = json.loads(sent["/imgsearch-v1/_clone/imgsearch-v2"])
+    # the copied write block is cleared; replicas are not copied by a clone, so they are set
+    assert clone == {"settings": q.clone_settings(0)}
+    assert clone["settings"]["index.blocks.write"] is None
+    assert json.loads(sent["/imgsearch-v2/_mapping"]) == {
+        "_meta": {"index_name": "imgsearch", "version": "v2"}}
+    lines = [json.loads(line) for line in sent["/_bulk"].decode().splitlines()]
+    assert lines[-1] == {"delete": {"_index": "imgsearch-v2", "_id": "a"}}
+    assert [line["index"]["_id"] for line in lines if "index" in line] == ["d", "e"]
+
+
+def test_a_failed_incremental_build_deletes_the_clone_not_the_live_version():
+    refused = {"errors": True, "items": [{"delete": {"_index": "imgsearch-v2", "_id": "zz",
+                                                     "status": 404, "result": "not_found"}}]}
+    rules = _clone_rules([3], refused)
+    with StandIn(rules) as server:
+        with pytest.raises(RuntimeError, match="zz"):
+            index_at(server.url).build("v2", 4, [], base="v1", removed=["zz"])
+        deleted = [p for _, m, p in server.requests if m == "DELETE"]
+    assert deleted == ["/imgsearch-v2"]

@@ -206,3 +206,190 @@ def test_production_profile_builds_both_backends_with_deferred_secrets():
 def test_production_settings_fail_when_the_definitions_load(change, message):
     with pytest.raises(ConfigurationError, match=message):
         production_backends(Settings.read({**PRODUCTION, **change}))
+
+
+# -- keyword and hybrid search bodies (issue 22) -----------------------------------------
+#
+# The shapes below are transcribed from the elasticsearch-specification (9.x):
+# _types/Knn.ts (KnnSearch), query_dsl/fulltext.ts (MatchQuery), query_dsl/compound.ts
+# (BoolQuery), query_dsl/term.ts (TermQuery), _global/search/SearchRequest.ts (the body
+# fields used here), _global/msearch/types.ts (MultisearchHeader), _types/analysis
+# (CustomAnalyzer) and _types/mapping (TextProperty, its index_options). Only the fields the
+# project sends are listed, each object closed: an unknown or misspelt field fails.
+
+def _spec_schema():
+    container = {"$ref": "#/$defs/QueryContainer"}
+    one_or_many = {"anyOf": [container, {"type": "array", "items": container}]}
+    return {
+        "$defs": {
+            "QueryContainer": {"type": "object", "minProperties": 1, "maxProperties": 1,
+                               "additionalProperties": False, "properties": {
+                                   "bool": {"$ref": "#/$defs/BoolQuery"},
+                                   "match": {"$ref": "#/$defs/FieldMatch"},
+                                   "term": {"type": "object", "minProperties": 1, "maxProperties": 1}}},
+            "BoolQuery": {"type": "object", "additionalProperties": False, "properties": {
+                "must": one_or_many, "filter": one_or_many, "should": one_or_many,
+                "must_not": one_or_many, "minimum_should_match": {}, "boost": {"type": "number"},
+                "_name": {"type": "string"}}},
+            "FieldMatch": {"type": "object", "minProperties": 1, "maxProperties": 1,
+                           "additionalProperties": {"anyOf": [{"type": "string"}, {
+                               "type": "object", "required": ["query"], "additionalProperties": False,
+                               "properties": {p: {} for p in (
+                                   "analyzer", "auto_generate_synonyms_phrase_query", "fuzziness",
+                                   "fuzzy_rewrite", "fuzzy_transpositions", "lenient", "max_expansions",
+                                   "minimum_should_match", "prefix_length", "zero_terms_query", "boost",
+                                   "_name")} | {"query": {"type": ["string", "number", "boolean"]},
+                                                "operator": {"enum": ["and", "or", "AND", "OR"]}}}]}},
+            "KnnSearch": {"type": "object", "required": ["field"], "additionalProperties": False,
+                          "properties": {
+                              "field": {"type": "string"},
+                              "query_vector": {"type": "array", "items": {"type": "number"}},
+                              "k": {"type": "integer", "minimum": 1},
+                              "num_candidates": {"type": "integer", "minimum": 1},
+                              "boost": {"type": "number"}, "filter": one_or_many,
+                              "similarity": {"type": "number"},
+                              "rescore_vector": {"type": "object", "required": ["oversample"],
+                                                 "additionalProperties": False,
+                                                 "properties": {"oversample": {"type": "number"}}}}},
+            "SearchBody": {"type": "object", "additionalProperties": False, "properties": {
+                "query": container, "knn": {"$ref": "#/$defs/KnnSearch"},
+                "size": {"type": "integer", "minimum": 0}, "from": {"type": "integer", "minimum": 0},
+                "_source": {"anyOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "string"}}]},
+                "track_total_hits": {"type": ["boolean", "integer"]}}},
+            "MultisearchHeader": {"type": "object", "additionalProperties": False, "properties": {
+                p: {} for p in ("allow_no_indices", "expand_wildcards", "ignore_unavailable", "index",
+                                "preference", "request_cache", "routing", "search_type",
+                                "ccs_minimize_roundtrips", "allow_partial_search_results",
+                                "ignore_throttled")}},
+            "CustomAnalyzer": {"type": "object", "required": ["type", "tokenizer"],
+                               "additionalProperties": False, "properties": {
+                                   "type": {"const": "custom"}, "tokenizer": {"type": "string"},
+                                   "filter": {"type": "array"}, "char_filter": {"type": "array"},
+                                   "position_increment_gap": {"type": "integer"},
+                                   "position_offset_gap": {"type": "integer"}}},
+            "TextProperty": {"type": "object", "required": ["type"], "additionalProperties": False,
+                             "properties": {
+                                 "type": {"const": "text"}, "analyzer": {"type": "string"},
+                                 "search_analyzer": {"type": "string"}, "norms": {"type": "boolean"},
+                                 "index_options": {"enum": ["docs", "freqs", "positions", "offsets"]}}},
+        },
+    }
+
+
+def _check(instance, definition: str):
+    import jsonschema
+
+    schema = {**_spec_schema(), "$ref": f"#/$defs/{definition}"}
+    jsonschema.validate(instance, schema, cls=jsonschema.Draft202012Validator)
+    json.dumps(instance)  # a request body, so it must serialise
+
+
+def test_spec_schema_refuses_what_the_specification_does_not_have():
+    import jsonschema
+
+    _check(q.knn_body([1.0, 0.0], 5, 20, split="train"), "SearchBody")
+    for bad in ({"knn": {"field": "vector", "min_score": 0.5}}, {"query": {"match": {"caption": {}}}},
+                {"query": {"bool": {"filters": []}}}, {"size": 5, "form": 10}):
+        with pytest.raises(jsonschema.ValidationError):
+            _check(bad, "SearchBody")
+
+
+def test_match_body_is_a_bm25_match_on_the_caption_keywords():
+    body = q.match_body("Café #Sunset sunset 🌅", 100)
+    assert body == {
+        "query": {"bool": {"must": [{"match": {"caption_keywords": {"query": "cafe #sunset sunset 🌅"}}}]}},
+        "size": 100, "_source": ["caption"], "track_total_hits": False,
+    }
+    _check(body, "SearchBody")
+    filtered = q.match_body("sunset", 10, offset=20, caption_words=("red", "cat"), split="train")
+    # The caption filter and the split are the kNN search's own filter clauses, not scored.
+    own_filter = q.search_filter_query(("red", "cat"), "train")["bool"]["filter"]
+    assert filtered["query"]["bool"]["filter"] == own_filter
+    assert filtered["from"] == 20
+    _check(filtered, "SearchBody")
+    assert q.match_body(" ,.! ", 10) is None  # no tokens: nothing to ask
+    with pytest.raises(ValueError):
+        q.match_body("sunset", 0)
+
+
+def test_min_similarity_is_the_raw_cosine_not_the_score():
+    # kNN similarity is compared with the vector similarity itself; Elasticsearch maps it to
+    # the score bound (1 + s) / 2 for cosine (DenseVectorFieldMapper, VectorSimilarity.COSINE).
+    body = q.with_min_similarity(q.knn_body([0.6, 0.8], 10, 50, split="train"), 0.25)
+    assert body["knn"]["similarity"] == 0.25
+    assert body["knn"]["filter"] == {"bool": {"filter": [{"term": {"split": "train"}}]}}
+    _check(body, "SearchBody")
+    # A hit at exactly the cutoff scores (1 + 0.25) / 2, and reads back as the cutoff.
+    assert q.parse_hits({"hits": {"hits": [{"_id": "a", "_score": 0.625}]}})[0][1] == 0.25
+    plain = q.knn_body([1.0], 5, 20)
+    assert q.with_min_similarity(plain, None) is plain and "similarity" not in plain["knn"]
+    for bad in (1.01, -1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+            q.with_min_similarity(plain, bad)
+
+
+def test_hybrid_msearch_pairs_knn_and_match_in_one_request():
+    knn = q.with_min_similarity(q.knn_body([1.0, 0.0], 100, 200), 0.1)
+    match = q.match_body("sunset", 100)
+    items = q.hybrid_msearch_items(knn, match)
+    assert items == [{}, knn, {}, match]
+    for header, body in zip(items[::2], items[1::2], strict=True):
+        _check(header, "MultisearchHeader")
+        _check(body, "SearchBody")
+    assert q.hybrid_msearch_items(knn, None) == [{}, knn]
+
+
+def test_hybrid_msearch_goes_through_the_client_as_ndjson_and_reads_both_scores():
+    from elasticsearch import Elasticsearch
+
+    from .test_es_client import GREEN, StandIn
+
+    knn_answer = {"hits": {"hits": [{"_id": "a", "_score": 0.9, "_source": {"caption": "a"}},
+                                    {"_id": "b", "_score": 0.8}]}, "status": 200}
+    match_answer = {"hits": {"hits": [{"_id": "b", "_score": 7.5, "_source": {"caption": "b"}}]},
+                    "status": 200}
+    items = q.hybrid_msearch_items(q.knn_body([1.0, 0.0], 2, 10), q.match_body("b", 2))
+    with StandIn({**GREEN, ("POST", "/imgsearch-v1/_msearch"): [
+            (200, {"took": 1, "responses": [knn_answer, match_answer]})]}) as server:
+        client = Elasticsearch(server.url)
+        response = client.msearch(index="imgsearch-v1", searches=items)
+        (sent,) = [b for p, b in server.bodies if p.endswith("_msearch")]
+    lines = sent.decode().splitlines()
+    assert sent.endswith(b"\n") and [json.loads(line) for line in lines] == items
+    knn_hits, match_hits = q.parse_hybrid_msearch(response.body, ["knn", "match"])
+    assert knn_hits == [("a", pytest.approx(0.8), "a"), ("b", pytest.approx(0.6), None)]
+    assert match_hits == [("b", 7.5, "b")]  # BM25 scores are not cosines
+
+
+def test_a_failed_half_of_a_hybrid_msearch_is_an_error():
+    failed = {"error": {"type": "search_phase_execution_exception", "reason": "all shards failed"},
+              "status": 400}
+    ok = {"hits": {"hits": []}, "status": 200}
+    with pytest.raises(q.MultiSearchError, match="search 1 .* status 400: all shards failed"):
+        q.parse_hybrid_msearch({"responses": [ok, failed]}, ["knn", "match"])
+    with pytest.raises(ValueError, match="1 answers to 2 searches"):
+        q.parse_hybrid_msearch({"responses": [ok]}, ["knn", "match"])
+
+
+def test_keyword_index_body_analyses_caption_keywords_for_bm25():
+    body = q.keyword_index_body(64, "hnsw", meta={"index_name": "imgsearch", "version": "v1"})
+    assert body["settings"]["analysis"] == {
+        "analyzer": {"caption_keywords": {"type": "custom", "tokenizer": "whitespace"}}}
+    _check(body["settings"]["analysis"]["analyzer"]["caption_keywords"], "CustomAnalyzer")
+    prop = body["mappings"]["properties"]["caption_keywords"]
+    assert prop == {"type": "text", "analyzer": "caption_keywords", "index_options": "freqs"}
+    _check(prop, "TextProperty")
+    # Everything else is index_body's, unchanged (the caption field and its filter stay).
+    plain = q.index_body(64, "hnsw", meta={"index_name": "imgsearch", "version": "v1"})
+    del body["settings"]["analysis"], body["mappings"]["properties"]["caption_keywords"]
+    assert body == plain
+
+
+def test_bulk_actions_carry_the_caption_keywords():
+    actions = list(q.with_caption_keywords(q.bulk_actions(
+        "imgsearch-v1", ["a", "b"], [[1.0], [0.5]], ["Café #Sunset 🌅", None],
+        ["train", "train"], ["s0", "s0"])))
+    assert actions[0]["_source"]["caption_keywords"] == "cafe #sunset sunset 🌅"
+    assert actions[0]["_source"]["caption"] == "Café #Sunset 🌅"
+    assert "caption_keywords" not in actions[1]["_source"]
+    assert q.caption_keywords(" ,. ") is None

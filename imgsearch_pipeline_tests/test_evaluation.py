@@ -4,19 +4,16 @@ Expected neighbours come from a plain numpy brute force (every score, argsort), 
 from the functions under test; timings come from fake clocks, so each one is known."""
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from imgsearch_pipeline.core.evaluation import (
     evaluation_queries,
     exact_search,
-    ground_truth_table,
     latency_sample,
     query_results,
     search_pass,
     summarise,
-    time_at,
-    time_exact,
+    time_interleaved,
 )
 from imgsearch_pipeline.core.knn import exact_neighbours
 from imgsearch_pipeline.core.similarity import l2_normalise
@@ -34,17 +31,6 @@ def _data(seed: int = 0):
     queries = l2_normalise(rng.standard_normal((12, 16)))
     ids = [f"doc{i}" for i in range(len(corpus))]
     return corpus, queries, ids, _brute_force(corpus, queries, ids, 10)
-
-
-class Ticks:
-    """A clock that moves one second each time it is read: any timed call lasts 1 s."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        self.now += 1.0
-        return self.now
 
 
 class Clock:
@@ -65,25 +51,31 @@ def test_exact_answers_score_one_and_half_answers_score_half():
     corpus, queries, ids, truth = _data()
     calls = []
     every = latency_sample(len(queries), None)
-    exact_s = time_exact(corpus, queries, 10, every, warmup=2, on_query=lambda: calls.append(1),
-                         clock=Ticks())
     exact_answers = [[ids[i] for i in exact_search(corpus, q, 10)] for q in queries]
     assert exact_answers == truth  # the same ten, in the same order
     clock, searched = Clock(), []
 
     def ann(vector):  # query i "takes" (i + 1) ms
-        searched.append(_position(queries, vector))
-        clock.now += (searched[-1] + 1) / 1000
+        searched.append(("ann", _position(queries, vector)))
+        clock.now += (searched[-1][1] + 1) / 1000
 
-    ann_s = time_at(ann, queries, every, warmup=2, on_query=lambda: calls.append(1), clock=clock)
-    exact = query_results(truth, exact_answers, ann_s, exact_s, 10)
-    assert [r.recall for r in exact] == [1.0] * len(queries)
-    assert len(calls) == 2 * len(queries)  # once per timed query and pass
-    assert all(r.ann_s > 0 and r.exact_s > 0 for r in exact)
-    # each timing is its own query's: the warm-up runs are searched but not timed
-    assert searched == [0, 1, *range(len(queries))]
+    def exact(vector):  # every exact search "takes" 1 s
+        searched.append(("exact", _position(queries, vector)))
+        clock.now += 1.0
+
+    ann_s, exact_s = time_interleaved(ann, exact, queries, every, warmup=2,
+                                      on_query=lambda: calls.append(1), clock=clock)
+    results = query_results(truth, exact_answers, ann_s, exact_s, 10)
+    assert [r.recall for r in results] == [1.0] * len(queries)
+    assert len(calls) == len(queries)  # once per timed query
+    assert all(r.ann_s > 0 and r.exact_s > 0 for r in results)
+    # two warm-up queries searched both ways untimed; then query by query, the side that
+    # goes first alternating
+    timed = [(side, i) for i in range(len(queries))
+             for side in (("ann", "exact") if i % 2 == 0 else ("exact", "ann"))]
+    assert searched == [("ann", 0), ("exact", 0), ("ann", 1), ("exact", 1), *timed]
     assert ann_s == pytest.approx([(i + 1) / 1000 for i in range(len(queries))])
-    assert exact_s == [1.0] * len(queries)  # one clock reading before and one after each
+    assert exact_s == pytest.approx([1.0] * len(queries))  # each its own query's time
 
     half = query_results(truth, [t[:5] + ["elsewhere"] * 5 for t in truth], ann_s, exact_s, 10)
     report = summarise(half, 10)
@@ -102,25 +94,27 @@ def test_latency_is_timed_on_one_sample_and_recall_on_every_query():
     answers = [t[:5] + ["elsewhere"] * 5 if i % 2 else t for i, t in enumerate(truth)]
     sample = latency_sample(len(queries), 4)
     assert sample.tolist() == [0, 4, 7, 11]  # 0 to 11 in thirds, rounded
-    exact_s = time_exact(corpus, queries, 10, sample, warmup=0, on_query=lambda: calls.append(1),
-                         clock=Ticks())
     clock, searched = Clock(), []
 
     def ann(vector):
         searched.append(vector)
         clock.now += (_position(queries, vector) + 1) / 1000
 
-    ann_s = time_at(ann, queries, sample, warmup=0, on_query=lambda: calls.append(1),
-                    clock=clock)
+    def exact(vector):
+        clock.now += 1.0
+
+    ann_s, exact_s = time_interleaved(ann, exact, queries, sample, warmup=0,
+                                      on_query=lambda: calls.append(1), clock=clock)
     results = query_results(truth, answers, ann_s, exact_s, 10)
     timed = [i for i, r in enumerate(results) if r.exact_s is not None]
     assert len(timed) == 4 and timed[0] == 0 and timed[-1] == len(queries) - 1
     # the ANN side is timed on the very same queries, each searched once
     assert [i for i, r in enumerate(results) if r.ann_s is not None] == timed
     assert all((q == queries[i]).all() for q, i in zip(searched, timed, strict=True))
-    assert len(calls) == 8
+    assert len(calls) == 4
     assert [r.recall for r in results] == [0.5 if i % 2 else 1.0 for i in range(len(queries))]
-    assert exact_s == [1.0 if i in (0, 4, 7, 11) else None for i in range(len(queries))]
+    assert exact_s == [pytest.approx(1.0) if i in (0, 4, 7, 11) else None
+                       for i in range(len(queries))]
     assert ann_s == pytest.approx([(i + 1) / 1000 if i in (0, 4, 7, 11) else None
                                    for i in range(len(queries))])
     report = summarise(results, 10)
@@ -170,15 +164,11 @@ def test_exact_neighbours_match_the_brute_force_in_any_batch_size():
 
 
 def test_the_ground_truth_table_reads_back_as_the_evaluation_queries():
-    table = ground_truth_table(["q1", "q2", "q3"], [["a", "b", "c"], ["d", "e", "f"], []],
-                               [[0.9, 0.8, 0.7], [0.6, 0.5, 0.4], []], [0.002, None, 0.5])
-    assert table.column("exact_ms").to_pylist() == [2.0, None, 500.0]
-    assert table.schema.field("scores").type == pa.list_(pa.float32())
-    queries = evaluation_queries(table.to_pydict(), k=2, max_queries=2)
+    truth = {"query": ["q1", "q2", "q3"], "neighbours": [["a", "b", "c"], ["d", "e", "f"], []],
+             "scores": [[0.9, 0.8, 0.7], [0.6, 0.5, 0.4], []]}
+    queries = evaluation_queries(truth, k=2, max_queries=2)
     assert queries.ids == ["q1", "q2"]
     assert queries.expected == [["a", "b"], ["d", "e"]]
-    assert queries.exact_s == [pytest.approx(0.002), None]
-    assert queries.sample.tolist() == [0]
-    assert evaluation_queries(table.to_pydict(), k=10).sample.tolist() == [0, 2]
+    assert evaluation_queries(truth, k=10).expected == truth["neighbours"]
     with pytest.raises(ValueError, match="materialize ground_truth again"):
-        evaluation_queries({"query": [], "neighbours": []}, k=10)
+        evaluation_queries({"query": []}, k=10)

@@ -240,29 +240,36 @@ def test_split_check_fails_on_overlap(tmp_path):
     assert bad.metadata["overlap"].value == 1
 
 
-def _embeddings(folder: Path, vectors: np.ndarray) -> EmbeddingSet:
+def _embeddings(folder: Path, vectors: np.ndarray, footer: bool = True) -> EmbeddingSet:
+    """One part of ``vectors``; without ``footer``, as parts were written before they
+    recorded their statistics (the check then reads the vectors)."""
     ids = [image_uuid(str(i).encode()) for i in range(len(vectors))]
-    write_checked_table(vectors_table(ids, ["train"] * len(ids), "m", vectors),
+    table = vectors_table(ids, ["train"] * len(ids), "m", vectors)
+    write_checked_table(table if footer else table.replace_schema_metadata(None),
                         folder / "part-x.parquet")
     return EmbeddingSet(str(folder), "m", vectors.shape[1], len(ids), len(ids), 0)
 
 
-def test_embedding_check_fails_on_nan_unnormalised_or_wrong_dims(tmp_path):
+@pytest.mark.parametrize("footer", [True, False])
+def test_embedding_check_fails_on_nan_unnormalised_or_wrong_dims(tmp_path, footer):
+    tmp_path = tmp_path / str(footer)
     rng = np.random.default_rng(0)
     unit = rng.normal(size=(20, 8)).astype(np.float32)
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    assert embeddings_are_unit_vectors(image_embeddings=_embeddings(tmp_path / "ok", unit)).passed
+    assert embeddings_are_unit_vectors(image_embeddings=_embeddings(tmp_path / "ok", unit, footer)).passed
     scaled = unit.copy()
     scaled[3] *= 1.5
-    assert not embeddings_are_unit_vectors(image_embeddings=_embeddings(tmp_path / "scaled", scaled)).passed
+    scaled_set = _embeddings(tmp_path / "scaled", scaled, footer)
+    assert not embeddings_are_unit_vectors(image_embeddings=scaled_set).passed
     nan = unit.copy()
     nan[5, 2] = np.nan
-    result = embeddings_are_unit_vectors(image_embeddings=_embeddings(tmp_path / "nan", nan))
+    result = embeddings_are_unit_vectors(image_embeddings=_embeddings(tmp_path / "nan", nan, footer))
     assert not result.passed and result.metadata["finite"].value is False
-    wrong = _embeddings(tmp_path / "dims", unit)
+    wrong = _embeddings(tmp_path / "dims", unit, footer)
     wrong = EmbeddingSet(wrong.folder, "m", 16, wrong.count, wrong.train, 0)
     assert not embeddings_are_unit_vectors(image_embeddings=wrong).passed
-    assert not embeddings_are_unit_vectors(image_embeddings=_embeddings(tmp_path / "none", unit[:0])).passed
+    empty = _embeddings(tmp_path / "none", unit[:0], footer)
+    assert not embeddings_are_unit_vectors(image_embeddings=empty).passed
 
 
 def test_object_counts_find_missing_and_doubled_objects():

@@ -133,9 +133,17 @@ def test_failing_recall_gate_leaves_the_previous_index_live(small_dataset, tmp_p
             dagster_event=failure).for_run_failure())
         assert "recall_meets_target failed: NOT PUBLISHED" in text
 
-    # with the default index and sweep the scheduled job publishes again
-    passed = job("reindex", resources).execute_in_process(tags=request.tags, instance=instance)
+    # with the default index the scheduled job builds nothing: the live version already
+    # holds every train embedding, built that way (the failed versions never went live)
+    unchanged = job("reindex", resources).execute_in_process(tags=request.tags, instance=instance)
+    assert unchanged.success and not unchanged.asset_materializations_for_node("search_index")
+    assert index.live_version() == live
+    # a requested full rebuild with the default sweep is built, passes and is published
+    rebuild = {"ops": {"search_index": {"config": {"full_rebuild": True}}}}
+    passed = job("reindex", resources).execute_in_process(run_config=rebuild, tags=request.tags,
+                                                          instance=instance)
     assert index.live_version() == passed.output_for_node("recall_report").index_version != live
+    assert passed.output_for_node("search_index").action == "full"
     assert metadata(passed, "image_embeddings")["embedded_now"] == 0
 
 

@@ -83,7 +83,10 @@ def kill_left_over(pids: list[int]) -> None:
 def test_a_killed_owner_takes_its_server_and_the_servers_children_along(tmp_path, death):
     out = tmp_path / "pids"
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, SERVER, str(out)], cwd=tmp_path, env=env)
+    # The owner dies of the signal as pytest would: its default action, whatever this
+    # process's own disposition (an ignored signal would be inherited across exec).
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, SERVER, str(out)], cwd=tmp_path, env=env,
+                             preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     pids: list[int] = []
     try:
         pids = wait_for_pids(out, owner)

@@ -14,13 +14,14 @@ from imgsearch_pipeline.core.report import (
     RecallReport,
     per_query_table,
     report_documents,
+    report_markdown,
 )
 
 # recall_report.json's keys, in order, as the API, the docs and benchmarks/growth.py read it.
 JSON_KEYS = ["k", "queries", "mean_recall", "min_recall", "queries_below_1", "ann_latency",
              "exact_latency", "ann_timed", "exact_timed", "speedup_p50", "num_candidates",
              "target", "depth_sweep", "depth_verdict", "indexed", "ground_truth_corpus",
-             "index_version", "index_params", "model_id"]
+             "index_version", "index_params", "model_id", "timing_load"]
 
 QUERIES = np.arange(12, dtype=np.float32).reshape(6, 2)
 TRUTH = [[f"q{i}-{j}" for j in range(10)] for i in range(6)]
@@ -63,12 +64,17 @@ def test_without_a_depth_reaching_the_target_the_best_pass_is_kept():
     assert evaluation.answers == [t[:5] + ["x"] * 5 for t in TRUTH]
 
 
-def _report(results: list[QueryResult]) -> tuple[RecallReport, object]:
+LOAD = {"load_1min": 3.5, "cores": 16, "others_cpu_share": 0.42, "loaded": True}
+
+
+def _report(results: list[QueryResult], load: dict | None = None
+            ) -> tuple[RecallReport, object]:
     many, one = fake_index(16, [])
     evaluation = evaluate_depths(many, one, QUERIES, TRUTH, np.array([0, 5]), [10, 16, 32],
                                  10, 0.9)
     report = RecallReport.of(results, evaluation.sweep, indexed=500, ground_truth_corpus=500,
-                             index_version="v7", index_params={"m": 32}, model_id="m")
+                             index_version="v7", index_params={"m": 32}, model_id="m",
+                             timing_load=LOAD if load is None else load)
     return report, evaluation.sweep
 
 
@@ -100,7 +106,7 @@ def test_the_report_value_is_the_json_and_the_figures():
 
 def test_the_report_files_and_the_per_query_table():
     report, sweep = _report(RESULTS)
-    queries = EvaluationQueries(["q1", "q2", "q3"], [["a"], ["b"], ["z"]], [0.004, None, 0.008])
+    queries = EvaluationQueries(["q1", "q2", "q3"], [["a"], ["b"], ["z"]])
     documents = report_documents(report, queries, RESULTS, sweep)
     assert list(documents.files) == ["recall_per_query.parquet", "recall_report.json",
                                      "latency.png", "search_depth.png", "recall_report.md"]
@@ -125,7 +131,7 @@ def test_the_report_files_and_the_per_query_table():
 
 def test_a_report_of_no_queries_has_no_pictures():
     report, sweep = _report([])
-    documents = report_documents(report, EvaluationQueries([], [], []), [], sweep)
+    documents = report_documents(report, EvaluationQueries([], []), [], sweep)
     assert list(documents.files) == ["recall_per_query.parquet", "recall_report.json",
                                      "recall_report.md"]
     assert "![search depth]" not in documents.files["recall_report.md"].decode()
@@ -138,3 +144,18 @@ def test_query_results_feed_the_report_in_order():
     assert [r.recall for r in results] == [0.5, 1.0]
     report, _ = _report(results)
     assert report.mean_recall == pytest.approx(0.75)
+
+
+def test_the_report_states_the_load_its_latencies_were_timed_under():
+    report, _ = _report(RESULTS)
+    assert report.timing_load == LOAD and report.as_dict()["timing_load"] == LOAD
+    markdown = " ".join(report_markdown(report).split())  # the prose wraps
+    assert "interleaved query by query" in markdown
+    assert "other processes used 42.0% of the CPU time of 16 cores" in markdown
+    assert "1-minute load 3.50" in markdown and "LOADED" in markdown
+    figures = report.figures()
+    assert figures["others_cpu_share"] == 0.42 and "LOADED" in figures["timed_under"]
+    quiet, _ = _report(RESULTS, {**LOAD, "others_cpu_share": 0.01, "loaded": False})
+    assert "(quiet)" in report_markdown(quiet) and "LOADED" not in report_markdown(quiet)
+    unmeasured, _ = _report(RESULTS, {})
+    assert unmeasured.timed_under() == "load not measured"

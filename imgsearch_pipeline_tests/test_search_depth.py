@@ -11,7 +11,13 @@ from fastapi.testclient import TestClient
 
 from imgsearch_pipeline.api.app import create_app
 from imgsearch_pipeline.core import es_queries as q
-from imgsearch_pipeline.core.depth import DepthPoint, candidate_depths, measure_depth, sweep_depths
+from imgsearch_pipeline.core.depth import (
+    DepthPoint,
+    candidate_depths,
+    depths_from,
+    measure_depth,
+    sweep_depths,
+)
 from imgsearch_pipeline.core.integrity import IntegrityError
 from imgsearch_pipeline.core.layout import Layout
 from imgsearch_pipeline.core.report import RecallReport, depth_figure_png, report_markdown
@@ -232,3 +238,11 @@ def test_the_api_searches_at_the_versions_depth_unless_asked_otherwise(deep):
             assert [h["uuid"] for h in body["hits"]] == expected
         asked = client.get(f"/images/{ids[0]}/similar?k=5&num_candidates=16").json()
         assert asked["num_candidates"] == 16
+
+
+def test_an_incremental_sweep_starts_just_below_the_previous_depth():
+    depths = candidate_depths(10, 1024)
+    assert depths_from(depths, 512) == [384, 512, 768, 1024]
+    assert depths_from(depths, 400) == [384, 512, 768, 1024]
+    assert depths_from(depths, 10) == depths  # nothing below: the whole sweep
+    assert depths_from(depths, 5000) == [1024]

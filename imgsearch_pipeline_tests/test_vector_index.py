@@ -231,3 +231,57 @@ def test_a_batch_gets_the_answers_of_one_query_at_a_time(tmp_path, codes):
         assert [[h.uuid for h in row] for row in batch] == [[h.uuid for h in row] for row in alone]
         np.testing.assert_allclose([[h.score for h in row] for row in batch],
                                    [[h.score for h in row] for row in alone], atol=1e-6)
+
+
+@pytest.mark.parametrize("codes", ["sq8", "flat"])
+def test_an_incremental_version_is_its_base_plus_added_minus_removed(tmp_path, codes):
+    """v1 holds the first 1,200 documents; v2 = v1 + the last 300 - 150 removed; v3 removes
+    more and adds nothing. Each answers like numpy's exact search over exactly its own
+    documents, never returns a removed one (unfiltered, filtered, batched, after a reload),
+    and v1 still answers as before."""
+    index = FaissHnswIndex(root=str(tmp_path), codes=codes, m=16, ef_construction=100)
+
+    def batch(rows: range) -> IndexBatch:
+        return IndexBatch([IDS[i] for i in rows], CORPUS[list(rows)], [CAPTIONS[i] for i in rows],
+                          [SPLITS[i] for i in rows], [""] * len(rows))
+
+    assert index.build("v1", DIM, [batch(range(0, 1200))]) == 1200
+    removed = [IDS[i] for i in range(0, 1200, 8)]
+    assert index.build("v2", DIM, [batch(range(1200, 1500))], base="v1", removed=removed) == 1350
+    more = [IDS[i] for i in range(1, 1200, 8)] + [IDS[1201]]
+    assert index.build("v3", DIM, [], base="v2", removed=more) == 1350 - len(more)
+    # v4 takes back some of v2's removed: new rows; their old ones stay excluded
+    back = removed[:20]
+    assert index.build("v4", DIM, [batch(range(0, 160, 8))], base="v3") == 1350 - len(more) + 20
+    kept = {"v1": np.arange(N) < 1200}
+    kept["v2"] = ~np.isin(IDS, removed)
+    kept["v3"] = kept["v2"] & ~np.isin(IDS, more)
+    kept["v4"] = kept["v3"] | np.isin(IDS, back)
+    for version in ("v1", "v2", "v3", "v4"):
+        assert index.count(version) == int(kept[version].sum())
+        overlap = []
+        for reloaded in (False, True):
+            if reloaded:
+                index.release(version)
+            batched = index.search_many(QUERIES, K, N, version=version)
+            for query, many in zip(QUERIES, batched, strict=True):
+                hits = index.search(query, K, num_candidates=N, version=version)
+                expected, _ = _exact(query, kept[version])
+                overlap.append(len({h.uuid for h in hits} & set(expected)) / K)
+                assert [h.uuid for h in many] == [h.uuid for h in hits]
+                assert all(kept[version][IDS.index(h.uuid)] for h in hits)
+                red = index.search(query, K, N, version=version,
+                                   search_filter=SearchFilter(caption_words=("red",)))
+                assert all(kept[version][IDS.index(h.uuid)] and "red" in h.caption for h in red)
+        assert np.mean(overlap) >= 0.99, (version, np.mean(overlap))
+
+
+def test_an_incremental_version_refuses_what_its_base_cannot_hold(tmp_path):
+    index = _build(tmp_path, "sq8")
+    with pytest.raises(ValueError, match="not in version v1"):
+        index.build("v2", DIM, [], base="v1", removed=["no-such-doc"])
+    again = IndexBatch(IDS[:2], CORPUS[:2])
+    with pytest.raises(ValueError, match="already in version v1"):
+        index.build("v3", DIM, [again], base="v1")
+    with pytest.raises(ValueError, match="build in full"):
+        FaissHnswIndex(root=str(tmp_path), codes="fp16").build("v4", DIM, [], base="v1")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..core.images import load_rgb
+from ..core.index_plan import read_version_record
 from ..core.integrity import IntegrityError
 from ..core.layout import model_slug
 from ..core.similarity import cosine
@@ -287,6 +288,34 @@ def _read_vectors(folder: str, shown: str, model: EmbeddingModel, version: str, 
     return StoredVectors(matrix, {u: i for i, u in enumerate(ids)}), notes
 
 
+def live_model_id(layout, version: str) -> str | None:
+    """The model id the version was built from (its record, ``core/index_plan.py``); None
+    when it has no readable record (then the embeddings check below is what remains)."""
+    found = read_version_record(layout.index_record(version))
+    return None if found is None else found[1].build_key.get("model_id")
+
+
+def check_same_model(version: str, built_with: str | None, configured: str) -> None:
+    """Queries must be embedded by the model the index was built from: vectors of two
+    models are not comparable, and the answers would be silently wrong."""
+    if built_with is not None and built_with != configured:
+        log.error("live index version %s was built with model %r; this API's model is %r",
+                  version, built_with, configured)
+        built_with, configured = public_model_name(built_with), public_model_name(configured)
+        raise ServiceUnavailable(
+            f"the live index version {version} holds vectors of model '{built_with}', but this "
+            f"API embeds queries with model '{configured}' (IMGSEARCH_EMBEDDER / IMGSEARCH_MODEL): "
+            f"set IMGSEARCH_MODEL to '{built_with}', or run the pipeline with '{configured}' so that "
+            "a version of its own goes live")
+
+
+def public_model_name(model_id: str) -> str:
+    """A Hub id as it is; a local folder by its last component (no server paths to clients)."""
+    if model_id.count("/") == 1 and not model_id.startswith((".", "/", "~")):
+        return model_id
+    return os.path.basename(model_id.rstrip("/")) or model_id
+
+
 def load_service(settings: Settings, api: ApiSettings) -> SearchService:
     """Build the backends from the pipeline's settings and load everything once.
 
@@ -301,6 +330,9 @@ def load_service(settings: Settings, api: ApiSettings) -> SearchService:
     with loading("loading the embedding model"):
         model = resources["embedder"].load()
     layout = resources["home"].layout
+    with loading(f"reading the record of index version {version}"):
+        built_with = live_model_id(layout, version)
+    check_same_model(version, built_with, model.model_id)
 
     def shown(location: str) -> str:  # a place under IMGSEARCH_HOME, never a server path
         return location.removeprefix(layout.root).lstrip("/")

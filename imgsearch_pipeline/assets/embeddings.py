@@ -63,7 +63,8 @@ def image_embeddings(
     failures, rate = _embed(context, config, embedder, todo, folder, parts, split_of,
                             load_image=lambda u: load_rgb(object_store.get(key_of[u]),
                                                           DEFAULT_MAX_PIXELS))
-    stored = stored_embeddings(folder, split_of)  # with this run's new parts
+    # With this run's new parts, verified again; none new: the parts verified above.
+    stored = stored_embeddings(folder, split_of, parts=None if todo else parts)
     figures = embedding_figures(stored, len(split_of), len(todo), len(failures))
     if figures["missing"]:
         context.log.warning(f"{figures['missing']:,} posts have no embedding (listed above); the "

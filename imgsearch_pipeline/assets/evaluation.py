@@ -1,25 +1,37 @@
 """Stages 6-7: exact-KNN ground truth and the recall report of the built index."""
 
+import tempfile
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 
 from ..artifacts import EmbeddingSet, GroundTruth, IndexBuild, PostsTable
-from ..core.depth import evaluate_depths
+from ..core.cpu_load import OthersCpuShare, load_now
+from ..core.depth import depths_from, evaluate_depths
 from ..core.evaluation import (
     evaluation_queries,
-    ground_truth_table,
+    exact_search,
     latency_sample,
     query_results,
-    time_exact,
+    time_interleaved,
 )
-from ..core.knn import exact_neighbours
+from ..core.ground_truth import (
+    corpus_location,
+    map_rows,
+    read_corpus,
+    split_uuids,
+    stored_rows,
+    update_ground_truth,
+)
+from ..core.integrity import IntegrityError
 from ..core.progress import Progress
-from ..core.recall import latency_summary
 from ..core.report import RecallReport, report_documents
-from ..core.tables import read_table, write_bytes_atomic, write_table_atomic
-from ..core.vectors import read_vector_groups, vectors_in_order
+from ..core.tables import read_table, write_bytes_atomic
+from ..core.vectors import embedding_parts, vectors_in_order
 from ..resources.storage import PipelineHome
 from ..resources.vector_index import VectorIndex
 from ..run_config import GroundTruthConfig, RecallReportConfig, k_error
@@ -33,31 +45,42 @@ def ground_truth(
     posts: PostsTable,
     home: PipelineHome,
 ) -> dg.Output[GroundTruth]:
-    """Exact top-k train neighbours of every test query, by batched matrix products; and
-    the exact search's latency, one query at a time, on a sample of them (the recall report
-    sets it beside the ANN latency: the corpus is in memory here, and only here)."""
-    (corpus_ids, corpus), (query_ids, queries) = read_vector_groups(
-        image_embeddings.folder, [posts.uuids("train"), posts.uuids("test")])
-    progress = Progress("queries answered exactly", len(query_ids), context.log.info)
-    neighbours, scores = exact_neighbours(queries, corpus, corpus_ids, config.k,
-                                          config.buffer_mb * 2**20, on_batch=progress.advance)
-    context.log.info(progress.summary())
-    # No corpus, nothing to time: every query's exact time stays None.
-    positions = latency_sample(len(query_ids) if len(corpus_ids) else 0, config.latency_sample)
-    timing = Progress("exact searches timed", len(positions), context.log.info)
-    exact_s = time_exact(corpus, queries, config.k, positions, on_query=lambda: timing.advance(1))
-    context.log.info(timing.summary())
+    """Exact top-k train neighbours of every test query, brought up to date from the last
+    run: the kept queries merged with the added train vectors only; new queries and those
+    that lost a neighbour computed against the whole corpus, read part by part in blocks of
+    queries that fit ``buffer_mb``. Nothing changed: nothing is computed or written."""
+    split = posts.read(["uuid", "split"])
     path = home.layout.ground_truth
-    write_table_atomic(ground_truth_table(query_ids, neighbours, scores, exact_s), path)
-    timed = [e for e in exact_s if e is not None]
-    return dg.Output(GroundTruth(path, config.k, len(query_ids), len(corpus_ids)), metadata={
-        "queries": len(query_ids),
-        "corpus": len(corpus_ids),
+    progress = Progress("query-vector pairs scored", 0, context.log.info, every_s=15)
+
+    def plan(total: int) -> None:
+        progress.total = total
+
+    update = update_ground_truth(
+        embedding_parts(image_embeddings.folder)[0], split_uuids(split, "train"),
+        split_uuids(split, "test"), path, config.k, image_embeddings.model_id,
+        config.buffer_mb * 2**20, log=context.log.info, on_scored=progress.advance,
+        on_plan=plan)
+    if not update.unchanged:
+        context.log.info(progress.summary())
+    value = GroundTruth(path, config.k, update.queries, update.corpus, corpus_location(path),
+                        image_embeddings.model_id)
+    return dg.Output(value, metadata={
+        "change": update.summary(),
+        "queries": update.queries,
+        "corpus": update.corpus,
         "k": config.k,
+        "full_recompute": update.full,
+        "added": update.added,
+        "removed": update.removed,
+        "new_queries": update.new_queries,
+        "lost_neighbour": update.lost_neighbour,
+        "dropped_queries": update.dropped_queries,
+        "merged": update.merged,
+        "pairs_scored": update.scored,
         "seconds": round(progress.elapsed_s(), 2),
-        "exact_timed": len(timed),
-        "exact_p50_ms": dg.MetadataValue.float(round(latency_summary(timed)["p50_ms"], 3)),
         "path": dg.MetadataValue.path(path),
+        "corpus_path": dg.MetadataValue.path(corpus_location(path)),
     })
 
 
@@ -75,34 +98,44 @@ def recall_report(
 
     First a sweep finds the smallest search depth at which the version reaches the target
     recall and records it with the version (searches use it from then on); the report and
-    the recall gate then judge the version at that depth. The exact latency was timed by
-    ground_truth (the one step holding the corpus) on a sample of the queries; the ANN
-    search is timed on the same ones.
+    the recall gate then judge the version at that depth. Then the ANN search at that depth
+    and the exact search (the ground truth's corpus, memory-mapped) are timed here, after
+    search_index and ground_truth, interleaved query by query on the same sample, with the
+    share of the CPU other processes used meanwhile.
     """
     if problem := k_error(config.k, ground_truth.k):  # the stored truth may be older
         raise dg.Failure(problem)
     try:
-        queries = evaluation_queries(read_table(ground_truth.path).to_pydict(), config.k,
-                                     config.max_queries)
-    except ValueError as error:
-        raise dg.Failure(str(error)) from None
-    depths = config.depths()
+        queries = evaluation_queries(
+            read_table(ground_truth.path, columns=["query", "neighbours"]).to_pydict(),
+            config.k, config.max_queries)
+    except (ValueError, KeyError, pa.ArrowException) as error:
+        raise dg.Failure(f"the ground truth is unreadable ({error}): materialize "
+                         "ground_truth again") from None
+    depths = _depths(context, config, search_index, vector_index)
+    vectors = vectors_in_order(image_embeddings.folder, queries.ids)
+    # No corpus, nothing to time: every query's times stay None.
+    sample = latency_sample(len(queries.ids) if ground_truth.corpus else 0,
+                            config.latency_sample)
     progress = Progress("searches (depth sweep, at most)",
-                        len(depths) * (len(queries.ids) + len(queries.sample)), context.log.info)
-    evaluation = evaluate_depths(
-        *_searches(vector_index, config.k, search_index.version),
-        vectors_in_order(image_embeddings.folder, queries.ids), queries.expected,
-        queries.sample, depths, config.k, config.target, on_searched=progress.advance)
+                        len(depths) * (len(queries.ids) + len(sample)), context.log.info)
+    search_many, search_one = _searches(vector_index, config.k, search_index.version)
+    evaluation = evaluate_depths(search_many, search_one, vectors, queries.expected, sample,
+                                 depths, config.k, config.target, on_searched=progress.advance)
     sweep = evaluation.sweep
     context.log.info(f"{progress.summary()}; {sweep.verdict()}")
     if sweep.reached:  # the version's own search depth, used by searches from now on
         vector_index.record_search_depth(search_index.version, sweep.record())
-    results = query_results(queries.expected, evaluation.answers, evaluation.ann_s,
-                            queries.exact_s, config.k)
+    depth = sweep.best.depth
+    ann_s, exact_s, load = _time_both(context, image_embeddings.folder, ground_truth,
+                                      vectors, sample, config.k,
+                                      lambda vector: search_one(vector, depth))
+    results = query_results(queries.expected, evaluation.answers, ann_s, exact_s, config.k)
     report = RecallReport.of(results, sweep, indexed=search_index.count,
                              ground_truth_corpus=ground_truth.corpus,
                              index_version=search_index.version,
-                             index_params=search_index.params, model_id=image_embeddings.model_id)
+                             index_params=search_index.params, model_id=image_embeddings.model_id,
+                             timing_load=load)
     documents = report_documents(report, queries, results, sweep)
     for name, data in documents.files.items():
         write_bytes_atomic(data, home.layout.report(name))
@@ -111,6 +144,50 @@ def recall_report(
     return dg.Output(report, metadata={**report.figures(),
                                        "report": dg.MetadataValue.md(documents.ui_markdown),
                                        "report_path": dg.MetadataValue.path(path)})
+
+
+def _depths(context: dg.AssetExecutionContext, config: RecallReportConfig,
+            search_index: IndexBuild, vector_index: VectorIndex) -> list[int]:
+    """The config's depths; for an incremental version, from just below its base's depth."""
+    depths = config.depths()
+    if search_index.action != "incremental" or config.num_candidates is not None:
+        return depths
+    try:
+        record = vector_index.recorded_search_depth(search_index.base)
+    except (IntegrityError, LookupError):
+        record = None
+    if record is None:
+        return depths
+    swept = depths_from(depths, int(record["num_candidates"]))
+    context.log.info(f"incremental version of {search_index.base} (depth "
+                     f"{record['num_candidates']}): the sweep starts at depth {swept[0]}")
+    return swept
+
+
+def _time_both(context: dg.AssetExecutionContext, folder: str, truth: GroundTruth,
+               vectors: np.ndarray, sample: np.ndarray, k: int,
+               ann: Callable[[np.ndarray], object]
+               ) -> tuple[list[float | None], list[float | None], dict]:
+    """ANN and exact seconds of the ``sample``, interleaved, and the load meanwhile. The
+    exact side scans the ground truth's corpus from a memory map of a local scratch file
+    (page cache, not the heap: flat memory whatever the corpus size)."""
+    if not len(sample):
+        return [None] * len(vectors), [None] * len(vectors), {}
+    parts = embedding_parts(folder)[0]
+    corpus_rows = stored_rows(parts, read_corpus(truth.path), pa.array([], pa.string())).corpus
+    with tempfile.TemporaryDirectory(prefix="recall-report-") as scratch:
+        corpus = map_rows(parts, corpus_rows, Path(scratch) / "corpus.f32")
+        timing = Progress("queries timed (ANN and exact, interleaved)", len(sample),
+                          context.log.info)
+        exact = partial(exact_search, corpus, k=k)
+        watch = OthersCpuShare()
+        ann_s, exact_s = time_interleaved(ann, exact, vectors, sample,
+                                          on_query=lambda: timing.advance(1))
+        load = load_now(watch.share())
+        del corpus, exact  # let go of the map before its file goes
+    context.log.info(f"{timing.summary()}; other processes used "
+                     f"{load['others_cpu_share']:.1%} of the CPU meanwhile")
+    return ann_s, exact_s, load
 
 
 def _searches(vector_index: VectorIndex, k: int, version: str) -> tuple[Callable, Callable]:

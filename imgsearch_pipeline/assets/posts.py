@@ -2,15 +2,17 @@
 quarantine of rows that could not become posts."""
 
 import os
+import warnings
 from collections.abc import Iterator
 
 import dagster as dg
 
 from ..artifacts import PostsTable, ShardInventory
-from ..core.posts import posts_table, reason_counts, rejects_table, scan_shards
+from ..core.post_cache import list_entries, plan_cache, refresh_posts
+from ..core.posts import ScanParams, reason_counts
 from ..core.progress import Progress
 from ..core.shards import ShardError, iter_batches
-from ..core.tables import read_table, write_table_atomic
+from ..core.tables import read_table
 from ..resources.storage import PipelineHome, PostsDataset
 from ..run_config import SplitConfig, check_in_first_step
 
@@ -83,35 +85,45 @@ def posts(
 ) -> Iterator:
     """One row per distinct image: uuid from its bytes, train/test split, object key.
 
-    Unusable rows go to the ``rejected_posts`` table with their shard, row and reason.
+    Unusable rows go to the ``rejected_posts`` table with their shard, row and reason. Only
+    shards that are new or changed since the last run are read; the others' results are
+    reused from ``<home>/tables/shard_scans`` (the tables equal a full read's).
     """
-    filesystem = dataset.filesystem()
-    progress = Progress("rows checked", raw_posts.rows, context.log.info)
-    scan = scan_shards(raw_posts.shards,
-                       lambda path: iter_batches(filesystem, path, dataset.batch_rows),
-                       config.test_fraction, config.seed, config.max_pixels, config.min_side,
-                       workers=os.cpu_count() or 2, on_rows=progress.advance,
-                       on_error=context.log.error)
-    context.log.info(progress.summary())
     layout = home.layout
-    write_table_atomic(posts_table(scan.posts), layout.posts)
-    write_table_atomic(rejects_table(scan.rejects), layout.rejects)
-    reasons = reason_counts(scan.rejects)
-    if scan.rejects:  # one line, not one per row: the table holds every row with its reason
+    filesystem = dataset.filesystem()
+    params = ScanParams(config.test_fraction, config.seed, config.max_pixels, config.min_side)
+    plan = plan_cache(raw_posts.shards, params, list_entries(layout.shard_scans),
+                      keep_paths=raw_posts.failed)
+    progress = Progress("rows checked", plan.rows_to_scan, context.log.info)
+    refresh = refresh_posts(plan, layout.shard_scans,
+                            lambda path: iter_batches(filesystem, path, dataset.batch_rows),
+                            layout.posts, layout.rejects, workers=os.cpu_count() or 2,
+                            on_rows=progress.advance, on_error=context.log.error)
+    if refresh.rows_scanned:
+        context.log.info(progress.summary())
+    context.log.info(refresh.summary())
+    figures, reasons = refresh.figures, refresh.reasons
+    if figures["rejected"]:  # one line, not one per row: the table holds every row with why
         summary = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
-        context.log.warning(f"{len(scan.rejects):,} rows rejected ({summary}); "
+        context.log.warning(f"{figures['rejected']:,} rows rejected ({summary}); "
                             f"see the rejected_posts asset or {layout.rejects}")
-    value = PostsTable(layout.posts, layout.rejects, len(scan.posts), scan.train, scan.test,
-                       scan.duplicates, len(scan.rejects))
-    yield dg.Output(value, metadata={
-        **scan.figures(),
+    value = PostsTable(layout.posts, layout.rejects, figures["posts"], figures["train"],
+                       figures["test"], figures["duplicates_collapsed"], figures["rejected"])
+    metadata = {
+        **figures,
+        **refresh.metadata(),
         "rejected_by_reason": dg.MetadataValue.json(reasons),
-        "failed_shards": dg.MetadataValue.json({**raw_posts.failed, **scan.read_failures}),
+        "failed_shards": dg.MetadataValue.json({**raw_posts.failed, **refresh.read_failures}),
         "path": dg.MetadataValue.path(layout.posts),
         "rejects_path": dg.MetadataValue.path(layout.rejects),
-        "dagster/row_count": len(scan.posts),
-    })
-    yield _shard_check("all_rows_read", "posts", scan.read_failures,
+        "dagster/row_count": figures["posts"],
+    }
+    with warnings.catch_warnings():  # data_version is "beta", and the way to say "unchanged"
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        output = dg.Output(value, data_version=dg.DataVersion(refresh.data_version),
+                           metadata=metadata)
+    yield output
+    yield _shard_check("all_rows_read", "posts", refresh.read_failures,
                        "could not be read to the end")
 
 

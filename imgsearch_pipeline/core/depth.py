@@ -37,6 +37,15 @@ def candidate_depths(k: int, cap: int) -> list[int]:
     return [k] + [d for d in steps if k < d < cap] + ([cap] if cap > k else [])
 
 
+def depths_from(depths: list[int], previous: int) -> list[int]:
+    """The sweep of a version that extends one whose chosen depth was ``previous``: from the
+    depth just below it upward. A few added or removed items move the depth a step at most,
+    and the shallow depths of a large index (the cheap ones, missing the target by far) are
+    not searched again; the version is still judged at the depth the sweep chooses."""
+    below = [d for d in depths if d < previous]
+    return depths[len(below) - 1:] if below else depths
+
+
 @dataclass(frozen=True)
 class DepthPoint:
     """Recall and ANN latency of one search depth over the evaluation queries."""
@@ -155,7 +164,11 @@ def evaluate_depths(
     on_searched: Callable[[int], None] | None = None,
 ) -> DepthEvaluation:
     """``sweep_depths`` where each depth is one ``search_pass``: recall on every query
-    (``search_many(batch, depth)``), latency of ``search_one(vector, depth)`` on ``sample``."""
+    (``search_many(batch, depth)``), latency of ``search_one(vector, depth)`` on ``sample``.
+
+    The per-depth latencies draw the recall/latency curve only; the report's ANN-against-exact
+    comparison is timed afterwards at the chosen depth, the two interleaved query by query
+    (``evaluation.time_interleaved``), so that both see the same machine."""
     passes: dict[int, tuple[list[list[str]], list[float | None]]] = {}
 
     def measure(depth: int) -> DepthPoint:

@@ -86,6 +86,26 @@ def finish_settings() -> dict[str, Any]:
     return {"index": {"refresh_interval": None}}
 
 
+def clone_settings(replicas: int) -> dict[str, Any]:
+    """Settings of an incremental version cloned from the write-blocked live one.
+
+    A clone copies every setting of its source (``index.mapping.exclude_source_vectors``
+    included) except those not copyable on resize (the replicas) and those the request sets
+    (``MetadataCreateIndexService.prepareResizeIndexSettings``), and all its mappings, so the
+    source's write block would come along: the request sets it to null, which keeps it out
+    (as the shrink docs do with ``"index.blocks.write": null``). Refresh is off while the
+    new documents go in, as in a full build (``finish_settings``)."""
+    return {"index.number_of_replicas": replicas, "index.blocks.write": None,
+            "index.refresh_interval": "-1"}
+
+
+def delete_actions(index: str, ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """One bulk ``delete`` per removed document (a 404 is a failure: the document the
+    version's record says it holds is not there)."""
+    for uuid in ids:
+        yield {"_op_type": "delete", "_index": index, "_id": uuid}
+
+
 def bulk_actions(
     index: str,
     ids: Sequence[str],
@@ -259,3 +279,125 @@ def bulk_failure(item: dict[str, Any]) -> str:
             reason = f"{reason}: {cause['reason']}"
         error = f"{error.get('type', 'error')}: {reason}"
     return f"{result.get('_id', '?')} ({op_type}, status {result.get('status', '?')}): {error}"
+
+
+# -- caption keyword search and hybrid search (issue 22) ---------------------------------
+#
+# Captions are matched on their own field of the project's tokens (core/keywords.py), joined
+# by spaces and split again by Elasticsearch's ``whitespace`` tokenizer: both backends then
+# score the same tokens (hashtags, emoji, bigrams of unspaced scripts), and the ``caption``
+# field and its filter stay as they are.
+
+CAPTION_KEYWORDS_FIELD = "caption_keywords"
+CAPTION_KEYWORDS_ANALYZER = "caption_keywords"
+
+
+def caption_keywords(caption: str | None) -> str | None:
+    """The ``caption_keywords`` value of a document: its tokens joined by spaces."""
+    from .keywords import caption_tokens
+
+    tokens = caption_tokens(caption)
+    return " ".join(tokens) if tokens else None
+
+
+def caption_keywords_analysis() -> dict[str, Any]:
+    """Index settings' ``analysis``: an analyzer that splits on whitespace only (the tokens
+    are already lower case, folded and split by the project)."""
+    return {"analyzer": {CAPTION_KEYWORDS_ANALYZER: {"type": "custom", "tokenizer": "whitespace"}}}
+
+
+def caption_keywords_property() -> dict[str, Any]:
+    """The mapping of ``caption_keywords``: BM25-scored text (the default similarity) with
+    term frequencies but no positions (no phrase queries are made on it)."""
+    return {"type": "text", "analyzer": CAPTION_KEYWORDS_ANALYZER, "index_options": "freqs"}
+
+
+def keyword_index_body(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``index_body`` with the caption keywords field and its analyzer added."""
+    body = index_body(*args, **kwargs)
+    body["settings"]["analysis"] = caption_keywords_analysis()
+    body["mappings"]["properties"][CAPTION_KEYWORDS_FIELD] = caption_keywords_property()
+    return body
+
+
+def with_caption_keywords(actions: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``bulk_actions`` with each document's ``caption_keywords`` added from its caption."""
+    for action in actions:
+        keywords = caption_keywords(action["_source"].get("caption"))
+        if keywords is not None:
+            action = {**action, "_source": {**action["_source"], CAPTION_KEYWORDS_FIELD: keywords}}
+        yield action
+
+
+def match_body(
+    text: str,
+    size: int,
+    offset: int = 0,
+    caption_words: Sequence[str] = (),
+    split: str | None = None,
+    field: str = CAPTION_KEYWORDS_FIELD,
+) -> dict[str, Any] | None:
+    """A BM25 ``match`` search on the caption keywords: the OR of the query's tokens (the
+    match query's default operator), with the caption filter and the split as non-scoring
+    filters. None when the text has no tokens (nothing to ask: no hits)."""
+    from .keywords import query_tokens
+
+    if size < 1 or offset < 0:
+        raise ValueError(f"need size >= 1 and offset >= 0, got size={size}, offset={offset}")
+    tokens = query_tokens(text)
+    if not tokens:
+        return None
+    query: dict[str, Any] = {"bool": {"must": [{"match": {field: {"query": " ".join(tokens)}}}]}}
+    filter_query = search_filter_query(caption_words, split)
+    if filter_query is not None:
+        query["bool"]["filter"] = filter_query["bool"]["filter"]
+    body: dict[str, Any] = {"query": query, "size": size, "_source": ["caption"], "track_total_hits": False}
+    if offset:
+        body["from"] = offset
+    return body
+
+
+def with_min_similarity(body: dict[str, Any], min_score: float | None) -> dict[str, Any]:
+    """A ``knn_body`` with the similarity cutoff: kNN ``similarity`` is compared with the raw
+    vector similarity, here the cosine in [-1, 1], not with the ``_score`` ((1 + cos) / 2):
+    Elasticsearch turns it into the score bound itself (``DenseVectorFieldMapper``:
+    ``new VectorSimilarityQuery(knnQuery, similarity, similarity.score(similarity, ...))``,
+    ``COSINE.score`` = (1 + s) / 2). So the cosine cutoff goes in unchanged."""
+    if min_score is None:
+        return body
+    if not (math.isfinite(min_score) and -1.0 <= min_score <= 1.0):
+        raise ValueError(f"min_score must be a cosine similarity in [-1, 1], got {min_score}")
+    return {**body, "knn": {**body["knn"], "similarity": float(min_score)}}
+
+
+def hybrid_msearch_items(knn: dict[str, Any] | None,
+                         match: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One ``_msearch`` for both rankings, kNN first, match second (either may be left out:
+    a text without tokens, a model without a text tower). Each search asks for the fusion
+    window (``k`` and ``size`` of the window, no ``from``): the project fuses and pages."""
+    return msearch_items(body for body in (knn, match) if body is not None)
+
+
+def parse_match_hits(response: dict[str, Any]) -> list[tuple[str, float, str | None]]:
+    """(uuid, BM25 score, caption) per hit of a match search, best first."""
+    return [
+        (hit["_id"], float(hit["_score"]), (hit.get("_source") or {}).get("caption"))
+        for hit in response["hits"]["hits"]
+    ]
+
+
+def parse_hybrid_msearch(response: dict[str, Any],
+                         kinds: Sequence[str]) -> list[list[tuple[str, float, str | None]]]:
+    """Each search's hits in request order, read by its kind ("knn": cosine scores, "match":
+    BM25 scores). A failed search raises ``MultiSearchError``, as in ``parse_msearch``."""
+    items = response["responses"]
+    if len(items) != len(kinds):
+        raise ValueError(f"{len(items)} answers to {len(kinds)} searches")
+    answers = []
+    for position, (item, kind) in enumerate(zip(items, kinds, strict=True)):
+        if "error" in item:
+            error = item["error"]
+            reason = error.get("reason") or error.get("type") if isinstance(error, dict) else error
+            raise MultiSearchError(position, item.get("status", "?"), reason)
+        answers.append(parse_hits(item) if kind == "knn" else parse_match_hits(item))
+    return answers

@@ -5,7 +5,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from .knn import top_k
 from .recall import latency_summary, recall_at_k
@@ -75,20 +74,40 @@ def time_at(
     return seconds
 
 
-def time_exact(
-    corpus: np.ndarray,
+def time_interleaved(
+    ann: Callable[[np.ndarray], object],
+    exact: Callable[[np.ndarray], object],
     queries: np.ndarray,
-    k: int,
     positions: np.ndarray,
     warmup: int = 5,
     on_query: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
-) -> list[float | None]:
-    """Seconds of the exact search of the queries at ``positions`` (None for the others).
-    Each one scans the whole corpus, so its cost grows with the corpus."""
-    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
-    return time_at(lambda vector: exact_search(corpus, vector, k), queries, positions,
-                   warmup, on_query, clock)
+) -> tuple[list[float | None], list[float | None]]:
+    """Seconds of the ``ann`` and the ``exact`` search of each query at ``positions`` (a
+    ``latency_sample``; None for the others), interleaved query by query: ANN then exact on
+    one query, exact then ANN on the next, and so on.
+
+    Timed apart, in separate steps or minutes apart, the two sides saw different machines (a
+    make demo timed the exact search at p50 5.85 ms beside a graph build, 1.31 ms alone);
+    interleaved, any load lands on both. Alternating which goes first shares out the cache
+    each leaves to the other. ``warmup`` sample queries are searched both ways untimed first.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    for vector in queries[positions[:warmup]]:
+        ann(vector)
+        exact(vector)
+    ann_s: list[float | None] = [None] * len(queries)
+    exact_s: list[float | None] = [None] * len(queries)
+    for turn, position in enumerate(positions.tolist()):
+        vector = queries[position]
+        order = ((ann, ann_s), (exact, exact_s)) if turn % 2 == 0 else ((exact, exact_s), (ann, ann_s))
+        for search, seconds in order:
+            started = clock()
+            search(vector)
+            seconds[position] = clock() - started
+        if on_query:
+            on_query()
+    return ann_s, exact_s
 
 
 def search_pass(
@@ -122,12 +141,7 @@ def query_results(
     k: int,
 ) -> list[QueryResult]:
     """Each query's recall@k of its ANN answer against the exact one, with its ANN and
-    exact seconds where they were timed.
-
-    The ANN and exact passes are timed apart, as each would run in a service of its own:
-    interleaved, every exact scan would evict the HNSW graph from the CPU caches and bill
-    the ANN side for the exact side's memory traffic.
-    """
+    exact seconds where they were timed (``time_interleaved``)."""
     return [
         QueryResult(recall_at_k(expected, hits, k), a, e, hits)
         for expected, hits, a, e in zip(truth, answers, ann_s, exact_s, strict=True)
@@ -154,40 +168,21 @@ def summarise(results: Sequence[QueryResult], k: int) -> dict:
 
 @dataclass(frozen=True)
 class EvaluationQueries:
-    """The queries a report evaluates, in the ground truth's order: their exact top-k and the
-    exact search's seconds where ground_truth timed it (None elsewhere)."""
+    """The queries a report evaluates, in the ground truth's order, and their exact top-k."""
 
     ids: list[str]
     expected: list[list[str]]
-    exact_s: list[float | None]
-
-    @property
-    def sample(self) -> np.ndarray:
-        """Positions of the timed queries: the ANN search is timed on the same ones."""
-        return np.flatnonzero([s is not None for s in self.exact_s]).astype(np.int64)
-
-
-def ground_truth_table(query_ids: Sequence[str], neighbours: Sequence[Sequence[str]],
-                       scores: Sequence[Sequence[float]],
-                       exact_s: Sequence[float | None]) -> pa.Table:
-    """The ground truth as stored: each query's exact neighbours and scores, best first,
-    and the exact search's milliseconds where it was timed."""
-    return pa.table({"query": list(query_ids), "neighbours": [list(n) for n in neighbours],
-                     "scores": pa.array([list(s) for s in scores], pa.list_(pa.float32())),
-                     "exact_ms": pa.array([None if s is None else s * 1000 for s in exact_s],
-                                          pa.float64())})
 
 
 def evaluation_queries(truth: dict[str, list], k: int,
                        max_queries: int | None = None) -> EvaluationQueries:
     """The first ``max_queries`` queries (all when None) of a stored ground truth (its
-    ``to_pydict()``), with their first ``k`` neighbours. A truth without timings (written
-    before ground_truth timed the exact search) is refused: the report needs them."""
-    if "exact_ms" not in truth:
-        raise ValueError("the ground truth holds no exact-search timings (written by an older "
-                         "version): materialize ground_truth again")
+    ``to_pydict()``: columns query and neighbours), with their first ``k`` neighbours."""
+    missing = {"query", "neighbours"} - set(truth)
+    if missing:
+        raise ValueError(f"the ground truth has no column {', '.join(sorted(missing))}: "
+                         "materialize ground_truth again")
     return EvaluationQueries(
         ids=list(truth["query"][:max_queries]),
         expected=[list(n[:k]) for n in truth["neighbours"][:max_queries]],
-        exact_s=[None if ms is None else ms / 1000 for ms in truth["exact_ms"][:max_queries]],
     )

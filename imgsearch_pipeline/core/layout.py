@@ -2,8 +2,13 @@
 
     <home>/tables/posts.parquet                         one row per post (uuid, split, key, ...)
     <home>/tables/rejected_posts.parquet                rows that did not become posts, with why
+    <home>/tables/shard_scans/<id>.{posts,rejects}.parquet  each shard's scan, reused until
+                                                        the shard or the scan settings change
     <home>/tables/embeddings/<model>/part-<hex>.parquet  vectors of one model id, part by part
     <home>/tables/ground_truth.parquet                  exact top-k of every test query
+    <home>/tables/ground_truth_corpus.parquet           the corpus it was computed against
+                                                        (named by core/ground_truth.py)
+    <home>/tables/index_versions/<v>.parquet            uuids an index version holds, how built
     <home>/tables/reports/                              recall report: .md, .json, per query, png
     <home>/objects/                                     the embedded object store (image bytes)
     <home>/index/                                       the embedded index: versions/<v>/, LIVE
@@ -57,6 +62,11 @@ class Layout:
     def rejects(self) -> str:
         return self._join("tables", "rejected_posts.parquet")
 
+    @property
+    def shard_scans(self) -> str:
+        """The folder of per-shard scan results that ``posts`` merges (``core/post_cache.py``)."""
+        return self._join("tables", "shard_scans")
+
     def embeddings(self, model_id: str) -> str:
         return self._join("tables", "embeddings", model_slug(model_id))
 
@@ -67,6 +77,10 @@ class Layout:
     def report(self, name: str) -> str:
         """A file of the recall report: ``recall_report.md``, ``.json``, ``latency.png``..."""
         return self._join("tables", "reports", name)
+
+    def index_record(self, version: str) -> str:
+        """What an index version holds and how it was built (``core/index_plan.py``)."""
+        return self._join("tables", "index_versions", f"{version}.parquet")
 
     @property
     def objects(self) -> str:

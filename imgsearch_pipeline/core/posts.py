@@ -80,6 +80,30 @@ def scan_batch(
     return result
 
 
+@dataclass(frozen=True)
+class ScanParams:
+    """The settings a shard's scan result depends on: a cached result is only valid for the
+    same values (``core/post_cache.py`` keys its entries by them)."""
+
+    test_fraction: float
+    seed: int
+    max_pixels: int
+    min_side: int = DEFAULT_MIN_SIDE
+
+
+@dataclass
+class ShardScan:
+    """One shard read: its posts (an image seen again in the same shard collapses into its
+    first post), its rejects, and ``failure`` when it broke part way (the rest is skipped)."""
+
+    path: str
+    posts: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    duplicates: int = 0
+    rows_read: int = 0
+    failure: str | None = None
+
+
 @dataclass
 class PostsScan:
     """Every shard read: the distinct posts (an image seen again collapses into its first
@@ -106,6 +130,57 @@ class PostsScan:
                 "rows_read": self.rows_read}
 
 
+def scan_shard(
+    shard: dict,
+    batches: Callable[[str], Iterable[pa.RecordBatch]],
+    params: ScanParams,
+    pool: Executor,
+    on_rows: Callable[[int], None] = lambda n: None,
+    on_error: Callable[[str], None] = lambda message: None,
+) -> ShardScan:
+    """``scan_batch`` over every batch of one shard (``{"path", "rows"}``). A shard that
+    breaks part way keeps the rows read before and says which rows are skipped."""
+    scan = ShardScan(shard["path"])
+    seen: set[str] = set()
+    try:
+        for batch in batches(shard["path"]):
+            result = scan_batch(batch, shard["path"], scan.rows_read, params.test_fraction,
+                                params.seed, params.max_pixels, pool, params.min_side)
+            scan.rejects += result.rejects
+            for post in result.posts:
+                if post["uuid"] in seen:
+                    scan.duplicates += 1
+                else:
+                    seen.add(post["uuid"])
+                    scan.posts.append(post)
+            scan.rows_read += batch.num_rows
+            on_rows(batch.num_rows)
+    except ShardError as error:
+        scan.failure = f"{error}; rows {scan.rows_read} to {shard['rows'] - 1} are skipped"
+        on_error(scan.failure)
+    return scan
+
+
+def merge_scans(scans: Iterable[ShardScan]) -> PostsScan:
+    """The shards' results in the order given, an image in several shards kept in the first
+    (de-duplicating each shard first keeps the same winners: its first post is its earliest)."""
+    merged = PostsScan()
+    seen: set[str] = set()
+    for scan in scans:
+        merged.rejects += scan.rejects
+        merged.duplicates += scan.duplicates
+        merged.rows_read += scan.rows_read
+        for post in scan.posts:
+            if post["uuid"] in seen:
+                merged.duplicates += 1
+            else:
+                seen.add(post["uuid"])
+                merged.posts.append(post)
+        if scan.failure is not None:
+            merged.read_failures[scan.path] = scan.failure
+    return merged
+
+
 def scan_shards(
     shards: Sequence[dict],
     batches: Callable[[str], Iterable[pa.RecordBatch]],
@@ -117,34 +192,15 @@ def scan_shards(
     on_rows: Callable[[int], None] = lambda n: None,
     on_error: Callable[[str], None] = lambda message: None,
 ) -> PostsScan:
-    """``scan_batch`` over every batch of every shard (``{"path", "rows"}``, read through
-    ``batches(path)``), images checked on ``workers`` threads. A shard that breaks part way
-    keeps the posts read before; the rest of its rows are skipped and named in
-    ``read_failures`` (and ``on_error``). ``on_rows(n)`` after each batch of n rows."""
-    scan = PostsScan()
-    seen: set[str] = set()
+    """The full read: ``scan_shard`` over every shard (``{"path", "rows"}``, read through
+    ``batches(path)``), images checked on ``workers`` threads, merged by ``merge_scans``.
+    A shard that breaks part way keeps the posts read before; the rest of its rows are
+    skipped and named in ``read_failures`` (and ``on_error``). ``on_rows(n)`` after each
+    batch of n rows."""
+    params = ScanParams(test_fraction, seed, max_pixels, min_side)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for shard in shards:
-            first_row = 0
-            try:
-                for batch in batches(shard["path"]):
-                    result = scan_batch(batch, shard["path"], first_row, test_fraction, seed,
-                                        max_pixels, pool, min_side)
-                    first_row += batch.num_rows
-                    scan.rejects += result.rejects
-                    for post in result.posts:
-                        if post["uuid"] in seen:
-                            scan.duplicates += 1
-                        else:
-                            seen.add(post["uuid"])
-                            scan.posts.append(post)
-                    scan.rows_read += batch.num_rows
-                    on_rows(batch.num_rows)
-            except ShardError as error:
-                message = f"{error}; rows {first_row} to {shard['rows'] - 1} are skipped"
-                on_error(message)
-                scan.read_failures[shard["path"]] = message
-    return scan
+        return merge_scans(scan_shard(shard, batches, params, pool, on_rows, on_error)
+                           for shard in shards)
 
 
 def _column(values: list) -> pa.Array:
@@ -156,18 +212,26 @@ def _column(values: list) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-def posts_table(rows: list[dict]) -> pa.Table:
-    """The posts table: the fixed columns first, then every source column any row had."""
-    names = list(POST_COLUMNS)
+def rows_table(rows: list[dict]) -> pa.Table:
+    """The posts' columns as they come: the fixed columns first, then every source column
+    any row had (``to_pylist`` gives the rows back; ``posts_table`` is built from them)."""
+    if not rows:
+        return pa.table({name: pa.array([], pa.int64() if name in ("width", "height", "row")
+                                         else pa.string()) for name in POST_COLUMNS})
+    names = dict.fromkeys(POST_COLUMNS)
     for post in rows:
-        names += [n for n in post if n not in names]
-    columns = {name: _column([post.get(name) for post in rows]) for name in names}
-    if "caption" in columns and not pa.types.is_string(columns["caption"].type):
+        names.update(dict.fromkeys(post))
+    return pa.table({name: _column([post.get(name) for post in rows]) for name in names})
+
+
+def posts_table(rows: list[dict]) -> pa.Table:
+    """The posts table: the fixed columns first, then every source column any row had; a
+    caption is text."""
+    table = rows_table(rows)
+    columns = dict(zip(table.column_names, table.columns, strict=True))
+    if rows and "caption" in columns and not pa.types.is_string(columns["caption"].type):
         columns["caption"] = _column([None if v is None else str(v)
                                       for v in columns["caption"].to_pylist()])
-    if not rows:
-        columns = {name: pa.array([], pa.int64() if name in ("width", "height", "row")
-                                  else pa.string()) for name in POST_COLUMNS}
     return pa.table(columns)
 
 

@@ -5,12 +5,13 @@ import base64
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .cpu_load import OTHERS_SHARE_LIMIT
 from .depth import DepthSweep
 from .evaluation import EvaluationQueries, QueryResult, summarise
 
@@ -18,8 +19,8 @@ from .evaluation import EvaluationQueries, QueryResult, summarise
 @dataclass(frozen=True)
 class RecallReport:
     """Recall@k of an index version against the exact answers, at the search depth its
-    sweep chose, and the ANN and exact latencies. The fields are recall_report.json's keys,
-    in its order."""
+    sweep chose, and the ANN and exact latencies, timed interleaved in one step, with the load
+    they were timed under. The fields are recall_report.json's keys, in its order."""
 
     k: int
     queries: int
@@ -40,17 +41,32 @@ class RecallReport:
     index_version: str
     index_params: dict
     model_id: str
+    # While the latencies were timed: other processes' share of the machine's CPU time
+    # (others_cpu_share), the 1-minute load average (load_1min), the usable cores and whether
+    # that counts as loaded (core.cpu_load.load_now); empty when not measured.
+    timing_load: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, results: Sequence[QueryResult], sweep: DepthSweep, *, indexed: int,
            ground_truth_corpus: int, index_version: str, index_params: dict,
-           model_id: str) -> "RecallReport":
+           model_id: str, timing_load: dict | None = None) -> "RecallReport":
         """The report of ``results`` (the pass at the sweep's best depth)."""
         return cls(**summarise(results, sweep.k), num_candidates=sweep.best.depth,
                    target=sweep.target, depth_sweep=sweep.as_dict(),
                    depth_verdict=sweep.verdict(), indexed=indexed,
                    ground_truth_corpus=ground_truth_corpus, index_version=index_version,
-                   index_params=dict(index_params), model_id=model_id)
+                   index_params=dict(index_params), model_id=model_id,
+                   timing_load=dict(timing_load or {}))
+
+    def timed_under(self) -> str:
+        """The load the latencies were timed under, in words."""
+        load = self.timing_load
+        if not load:
+            return "load not measured"
+        verdict = (f"LOADED: above {OTHERS_SHARE_LIMIT:.0%}, the latencies are slower than on "
+                   "a quiet machine" if load["loaded"] else "quiet")
+        return (f"other processes used {load['others_cpu_share']:.1%} of the CPU time of "
+                f"{load['cores']} cores, 1-minute load {load['load_1min']:.2f} ({verdict})")
 
     def as_dict(self) -> dict:
         """The JSON form (recall_report.json)."""
@@ -75,6 +91,9 @@ class RecallReport:
             "exact_timed": self.exact_timed,
             "speedup_p50": round(self.speedup_p50, 2),
             "index_version": self.index_version,
+            "others_cpu_share": round(float(self.timing_load.get("others_cpu_share",
+                                                                 float("nan"))), 3),
+            "timed_under": self.timed_under(),
         }
 
     def summary_line(self, where: str) -> str:
@@ -181,8 +200,10 @@ def report_markdown(report: RecallReport) -> str:
 
 ## Latency per query (ms)
 
-Recall over all {report.queries:,} queries; ANN and exact search each timed one query at
-a time on the same {report.exact_timed:,} of them.
+Recall over all {report.queries:,} queries; ANN (at the chosen depth) and exact search
+timed one query at a time on the same {report.exact_timed:,} of them, interleaved query by
+query in one step (ANN then exact, exact then ANN on the next), so that both saw the same
+machine: {report.timed_under()}.
 
 | statistic | ANN | exact |
 |---|---|---|

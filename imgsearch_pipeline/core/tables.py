@@ -153,6 +153,13 @@ def is_file(location: Location) -> bool:
     return file_size(location) is not None
 
 
+def remove(location: Location) -> None:
+    """Delete a file; nothing happens when there is none."""
+    filesystem, path = _fs(location)
+    with contextlib.suppress(FileNotFoundError):
+        filesystem.delete_file(path)
+
+
 def move(source: Location, target: Location) -> None:
     """Rename a file (copy and delete on an object store)."""
     filesystem, path = _fs(source)

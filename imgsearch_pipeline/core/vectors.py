@@ -30,8 +30,8 @@ from .tables import (
 
 def vectors_table(uuids: list[str], splits: list[str], model_id: str, vectors: np.ndarray,
                   numerics: str = ""):
-    """A part's table; ``numerics`` (the runtime and precision that computed the vectors,
-    e.g. ``openvino-f32``) goes in its schema metadata."""
+    """A part's table; its schema metadata holds ``numerics`` (the runtime and precision that
+    computed the vectors, e.g. ``openvino-f32``) and the vectors' ``block_stats``."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     flat = pa.array(vectors.reshape(-1), pa.float32())
     table = pa.table({
@@ -40,11 +40,33 @@ def vectors_table(uuids: list[str], splits: list[str], model_id: str, vectors: n
         "model_id": pa.array([model_id] * len(uuids), pa.string()),
         "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
     })
-    return table.replace_schema_metadata({NUMERICS_KEY: numerics}) if numerics else table
+    meta = {STATS_KEY: json.dumps(block_stats(vectors))}
+    return table.replace_schema_metadata({**meta, NUMERICS_KEY: numerics} if numerics else meta)
 
 
 NUMERICS_KEY = "numerics"
+STATS_KEY = "vector_stats"
 UNRECORDED = "unrecorded"
+
+
+def block_stats(matrix: np.ndarray) -> dict:
+    """Rows, size, finiteness and the worst distance of a norm from 1 of a block of vectors."""
+    ok = np.isfinite(matrix).all(axis=1)
+    worst = float(np.abs(np.linalg.norm(matrix[ok], axis=1) - 1.0).max()) if ok.any() else 0.0
+    return {"rows": int(len(matrix)), "dim": int(matrix.shape[1]) if matrix.ndim == 2 else 0,
+            "finite": bool(ok.all()), "max_norm_error": worst}
+
+
+def part_stats(parts: list[str]) -> Iterator[dict]:
+    """``block_stats`` of each verified part: from its footer, where it was recorded when the
+    part was written (the part's checksum covers it), else from its vectors (older parts):
+    a re-run checks what it wrote, not the whole set again."""
+    for part in parts:
+        recorded = (parquet_metadata(part).metadata or {}).get(STATS_KEY.encode())
+        if recorded is not None:
+            yield json.loads(recorded)
+        else:
+            yield block_stats(to_matrix(read_table(part, columns=["vector"]).column("vector")))
 
 
 def vector_numerics(folder: Location, parts: list[str] | None = None) -> dict[str, int]:
@@ -104,9 +126,11 @@ class StoredEmbeddings:
         return self.present - self.train
 
 
-def stored_embeddings(folder: Location, split_of: Mapping[str, str]) -> StoredEmbeddings:
-    """Count the verified parts' vectors against the current posts (uuid -> split)."""
-    parts = embedding_parts(folder)[0]
+def stored_embeddings(folder: Location, split_of: Mapping[str, str],
+                      parts: list[str] | None = None) -> StoredEmbeddings:
+    """Count the verified parts' vectors (or the already verified ``parts``') against the
+    current posts (uuid -> split)."""
+    parts = embedding_parts(folder)[0] if parts is None else parts
     stored = embedded_uuids(folder, parts)
     present = stored & split_of.keys()
     train = sum(1 for u in present if split_of[u] == "train")

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -172,18 +172,17 @@ class ElasticsearchIndex(VectorIndex):
     # -- building -----------------------------------------------------------------------
 
     def build(self, version: str, dim: int, batches: Iterable[IndexBatch],
-              on_indexed: Callable[[int], None] | None = None) -> int:
+              on_indexed: Callable[[int], None] | None = None, base: str | None = None,
+              removed: Collection[str] = ()) -> int:
         from elasticsearch.helpers import streaming_bulk
 
         client = self.client()
         index = self._index(version)
-        body = q.index_body(dim, self.index_type, self.m, self.ef_construction, self.shards,
-                            self.replicas, meta={"index_name": self.index_name, "version": version})
         sent, failures, seen = 0, [], set()
         try:
             # Inside the try: whatever fails from here on (a create that timed out after the
             # server made the index included) leaves no empty version behind.
-            client.indices.create(index=index, settings=body["settings"], mappings=body["mappings"])
+            expected = self._create(index, version, dim, base)
             def actions() -> Iterator[dict]:
                 nonlocal sent
                 for batch in batches:
@@ -204,6 +203,7 @@ class ElasticsearchIndex(VectorIndex):
                         [(batch.captions or [None] * n)[i] for i in keep],
                         [(batch.splits or ["train"] * n)[i] for i in keep],
                         [(batch.shards or [""] * n)[i] for i in keep])
+                yield from q.delete_actions(index, removed)
 
             # raise_on_error=False: every rejected document is collected with its reason,
             # then the build fails as a whole instead of publishing an index missing them.
@@ -211,22 +211,48 @@ class ElasticsearchIndex(VectorIndex):
                                            raise_on_error=False, max_retries=self.bulk_retries):
                 if not ok:
                     failures.append(q.bulk_failure(item))
-                elif on_indexed:
+                elif on_indexed and "delete" not in item:
                     on_indexed(1)
             if failures:
-                raise BulkIndexingError(index, failures, sent)
+                raise BulkIndexingError(index, failures, sent + len(removed))
             self._retrying(lambda: client.indices.put_settings(index=index,
                                                                settings=q.finish_settings()))
             self._retrying(lambda: client.indices.refresh(index=index))
-            self._retrying(lambda: client.options(request_timeout=self.force_merge_timeout_s)
-                           .indices.forcemerge(index=index, max_num_segments=1))
+            if base is None:  # a clone keeps its base's merged segments; the few new ones
+                # are left to Elasticsearch's merge policy rather than rewriting them all
+                self._retrying(lambda: client.options(request_timeout=self.force_merge_timeout_s)
+                               .indices.forcemerge(index=index, max_num_segments=1))
             count = int(self._retrying(lambda: client.count(index=index))["count"])
-            if count != sent:
-                raise RuntimeError(f"index {index} holds {count} documents, {sent} were sent")
+            expected = expected + sent - len(removed)
+            if count != expected:
+                raise RuntimeError(f"index {index} holds {count} documents, {expected} expected")
             return count
         except BaseException:
             self._discard(index)
             raise
+
+    def _create(self, index: str, version: str, dim: int, base: str | None) -> int:
+        """Create the version's index, empty or as a clone of ``base``; return the documents
+        it starts with."""
+        client = self.client()
+        meta = {"index_name": self.index_name, "version": version}
+        if base is None:
+            body = q.index_body(dim, self.index_type, self.m, self.ef_construction, self.shards,
+                                self.replicas, meta=meta)
+            client.indices.create(index=index, settings=body["settings"], mappings=body["mappings"])
+            return 0
+        source = self._index(base)
+        # The clone API needs a write-blocked source (a published version is never written
+        # again, so the block costs nothing) and hard-links its segments into the target.
+        self._retrying(lambda: client.indices.add_block(index=source, block="write"))
+        client.indices.clone(index=source, target=index,
+                             settings=q.clone_settings(self.replicas), wait_for_active_shards="1")
+        self._retrying(lambda: client.cluster.health(index=index, wait_for_status="yellow",
+                                                     timeout=f"{int(self.ready_timeout_s)}s"))
+        # A clone has its source's mapping, _meta included: the new version's own owner and
+        # version marks, and no search depth until its own evaluation records one.
+        self._retrying(lambda: client.indices.put_mapping(index=index, meta=meta))
+        return int(self._retrying(lambda: client.count(index=index))["count"])
 
     def _discard(self, index: str) -> None:
         """Best effort: a failed build leaves no half-filled version behind (prune would

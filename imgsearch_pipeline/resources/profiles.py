@@ -2,7 +2,13 @@
 
 from ..core.layout import Layout, is_uri
 from ..settings import ConfigurationError, Settings
-from .embedders import ColorTextureEmbedder, Embedder, SiglipEmbedder
+from .embedders import (
+    DEFAULT_ST_MODEL,
+    ColorTextureEmbedder,
+    Embedder,
+    SentenceTransformerEmbedder,
+    SiglipEmbedder,
+)
 from .object_store import LocalObjectStore
 from .production import production_backends
 from .storage import PipelineHome, PostsDataset, values_io_manager
@@ -17,6 +23,10 @@ def backend_kinds(settings: Settings) -> tuple[set[str], set[str]]:
 def make_embedder(settings: Settings) -> Embedder:
     if settings.embedder == "siglip":
         return SiglipEmbedder(model_name=settings.model, openvino_cache=settings.openvino_cache)
+    if settings.embedder == "sentence-transformers":
+        # IMGSEARCH_MODEL's default names a SigLIP: unset, this embedder takes its own default.
+        model = settings.model if "model" in settings.model_fields_set else DEFAULT_ST_MODEL
+        return SentenceTransformerEmbedder(model_name=model, text_model_name=settings.text_model or "")
     return ColorTextureEmbedder()
 
 

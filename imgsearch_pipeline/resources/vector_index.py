@@ -12,9 +12,10 @@ the live one atomically; searches go to the live version unless one is named.
 
 import json
 import os
+import shutil
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import pyarrow.parquet as pq
 from ..core.ids import check_version
 from ..core.integrity import IntegrityError, verify_manifest, write_manifest
 from ..core.similarity import FAISS_METRIC, METRIC, similarities
-from ..core.tables import atomic_path, write_table_atomic, write_text_atomic
+from ..core.tables import atomic_path, write_bytes_atomic, write_table_atomic, write_text_atomic
 
 # Searches' breadth for a version whose evaluation recorded no depth of its own (see
 # ``VectorIndex.search_depth``): with m=32 and ef_construction=200 (VectorIndex's defaults)
@@ -74,9 +75,14 @@ class VectorIndex(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     def build(self, version: str, dim: int, batches: Iterable[IndexBatch],
-              on_indexed: Callable[[int], None] | None = None) -> int:
+              on_indexed: Callable[[int], None] | None = None, base: str | None = None,
+              removed: Collection[str] = ()) -> int:
         """Write a new version from batches; return its document count. ``on_indexed(n)``
-        is called as documents enter the index (which may be well after they are read)."""
+        is called as documents enter the index (which may be well after they are read).
+
+        With ``base``, the new version starts as a copy of that version, minus the
+        ``removed`` uuids (never answered again), plus the batches: an incremental version
+        that costs what changed. ``base`` itself is left as it is, and stays searchable."""
 
     @abstractmethod
     def search(
@@ -154,6 +160,9 @@ _LOADED_LOCK = threading.Lock()
 # coded forms re-rank on the float vectors (VECTORS_FILE), memory-mapped from disk.
 INDEX_CODES = ("flat", "sq8", "fp16")
 VECTORS_FILE = "vectors.f32"
+# Positions of documents removed since the version's last full build (int64): they stay in
+# the graph, which cannot delete, and every search keeps them out of its answers.
+EXCLUDED_FILE = "removed.i64"
 # The codes' training sample, read from VECTORS_FILE; and the vectors added to the graph at
 # a time (a progress report each: every ~30 s at 1M vectors on 2 cores, measured).
 _BUILD_CHUNK = 65_536
@@ -173,6 +182,13 @@ def _new_faiss_index(codes: str, dim: int, m: int, ef_construction: int):
         raise ValueError(f"unknown index codes {codes!r}: choose from {INDEX_CODES}")
     index.hnsw.efConstruction = ef_construction
     return index
+
+
+def _read_excluded(folder: Path) -> np.ndarray:
+    path = folder / EXCLUDED_FILE
+    if not path.is_file():
+        return np.zeros(0, dtype=np.int64)
+    return np.fromfile(path, dtype="<i8").astype(np.int64)
 
 
 def _open_vectors(path: Path, count: int, dim: int) -> np.ndarray:
@@ -210,9 +226,19 @@ class _LoadedVersion:
         if self.index.ntotal != len(self.ids):
             raise IntegrityError("docs.parquet", f"{len(self.ids):,} rows for "
                                                  f"{self.index.ntotal:,} vectors in index.faiss")
-        self.position = {uuid: i for i, uuid in enumerate(self.ids)}
+        # Removed since the last full build: in the graph, never in an answer.
+        self.excluded = _read_excluded(folder)
+        self._excluded_set = set(self.excluded.tolist())
+        self._kept = None  # a selector of every position but the excluded (faiss keeps a
+        if len(self.excluded):  # pointer to the inner one: both are held here)
+            self._inner = faiss.IDSelectorBatch(self.excluded)
+            self._kept = faiss.IDSelectorNot(self._inner)
         self._params: dict[int, object] = {}
         self._lower_captions = [(c or "").lower() for c in self.captions]
+
+    @property
+    def count(self) -> int:
+        return int(self.index.ntotal) - len(self.excluded)
 
     def search_params(self, depth: int):
         """Unfiltered search parameters for ``depth``, made once (faiss only reads them)."""
@@ -222,6 +248,8 @@ class _LoadedVersion:
 
             params = faiss.SearchParametersHNSW()
             params.efSearch = depth
+            if self._kept is not None:
+                params.sel = self._kept
             self._params[depth] = params
         return params
 
@@ -231,7 +259,8 @@ class _LoadedVersion:
         words = [w.lower() for w in search_filter.caption_words]
         chosen = [
             i for i in range(len(self.ids))
-            if (search_filter.split is None or self.splits[i] == search_filter.split)
+            if i not in self._excluded_set
+            and (search_filter.split is None or self.splits[i] == search_filter.split)
             and all(w in self._lower_captions[i] for w in words)
         ]
         return faiss.IDSelectorBatch(np.asarray(chosen, dtype=np.int64))
@@ -268,16 +297,21 @@ class FaissHnswIndex(VectorIndex):
         return {**super().params(), "codes": self.codes, "rerank_factor": self.rerank_factor}
 
     def build(self, version: str, dim: int, batches: Iterable[IndexBatch],
-              on_indexed: Callable[[int], None] | None = None) -> int:
+              on_indexed: Callable[[int], None] | None = None, base: str | None = None,
+              removed: Collection[str] = ()) -> int:
         import faiss
 
         if self.rerank_factor < 1:
             raise ValueError(f"rerank_factor must be >= 1, got {self.rerank_factor}")
-        index = _new_faiss_index(self.codes, dim, self.m, self.ef_construction)
-        ids: list[str] = []
-        captions: list[str | None] = []
-        splits: list[str] = []
-        shards: list[str] = []
+        if base is None:
+            index = _new_faiss_index(self.codes, dim, self.m, self.ef_construction)
+            docs: dict[str, list] = {"uuid": [], "caption": [], "split": [], "shard": []}
+            excluded = np.zeros(0, dtype=np.int64)
+        else:  # the base's graph, documents and exclusions, read from its verified files
+            index, docs, excluded = self._extendable(base, dim, removed)
+        held = len(docs["uuid"])  # rows already in the graph (and in the vectors file)
+        out = set(excluded.tolist())  # a uuid removed earlier may come back: a new row
+        serving = {uuid for i, uuid in enumerate(docs["uuid"]) if i not in out}
         folder = self._folder(version)
         folder.mkdir(parents=True, exist_ok=True)
         files = ["index.faiss", "docs.parquet", "params.json"]
@@ -289,10 +323,13 @@ class FaissHnswIndex(VectorIndex):
                 if vectors.ndim != 2 or vectors.shape[1] != dim or len(vectors) != len(batch.ids):
                     raise ValueError(f"batch of {len(batch.ids)} ids has vectors of shape "
                                      f"{vectors.shape}, expected (n, {dim})")
-                ids.extend(batch.ids)
-                captions.extend(batch.captions or [None] * len(batch.ids))
-                splits.extend(batch.splits or ["train"] * len(batch.ids))
-                shards.extend(batch.shards or [""] * len(batch.ids))
+                if again := serving.intersection(batch.ids):
+                    raise ValueError(f"{len(again)} added documents are already in version "
+                                     f"{base} (e.g. {sorted(again)[0]})")
+                docs["uuid"].extend(batch.ids)
+                docs["caption"].extend(batch.captions or [None] * len(batch.ids))
+                docs["split"].extend(batch.splits or ["train"] * len(batch.ids))
+                docs["shard"].extend(batch.shards or [""] * len(batch.ids))
                 yield vectors
 
         def add(vectors: np.ndarray) -> None:
@@ -304,30 +341,63 @@ class FaissHnswIndex(VectorIndex):
             for vectors in accepted():
                 add(vectors)
         else:
-            # The float vectors go to disk first (the re-rank reads them there); the codes'
-            # ranges are trained on a sample of them, then the graph is added in chunks, so
-            # the build never holds all float vectors in RAM.
+            # The float vectors go to disk first (the re-rank reads them there; an
+            # incremental version copies its base's and appends); a new graph's code ranges
+            # are trained on a sample of them, then the new rows are added in chunks, so the
+            # build never holds all float vectors in RAM.
             with atomic_path(folder / VECTORS_FILE) as temporary:
-                with open(temporary, "wb") as out:
+                if base is not None:
+                    shutil.copyfile(self._folder(base) / VECTORS_FILE, temporary)
+                with open(temporary, "ab") as out:
                     for vectors in accepted():
                         out.write(vectors.tobytes())
-                vectors = _open_vectors(Path(temporary), len(ids), dim)
-                if len(ids):
-                    step = max(1, len(ids) // _BUILD_CHUNK)
+                total = len(docs["uuid"])
+                vectors = _open_vectors(Path(temporary), total, dim)
+                if not index.is_trained and total:
+                    step = max(1, total // _BUILD_CHUNK)
                     index.train(np.ascontiguousarray(vectors[::step][:_BUILD_CHUNK]))
-                for start in range(0, len(ids), _ADD_CHUNK):
+                for start in range(held, total, _ADD_CHUNK):
                     add(np.ascontiguousarray(vectors[start:start + _ADD_CHUNK]))
                 del vectors
             files.append(VECTORS_FILE)
         with atomic_path(folder / "index.faiss") as temporary:
             faiss.write_index(index, str(temporary))
-        docs = pa.table({"uuid": ids, "caption": pa.array(captions, pa.string()),
-                         "split": splits, "shard": shards})
-        write_table_atomic(docs, folder / "docs.parquet")
-        write_text_atomic(json.dumps({**self.params(), "dim": dim, "count": len(ids)}),
-                          folder / "params.json")
+        docs_table = pa.table({"uuid": docs["uuid"], "caption": pa.array(docs["caption"], pa.string()),
+                               "split": docs["split"], "shard": docs["shard"]})
+        write_table_atomic(docs_table, folder / "docs.parquet")
+        if len(excluded):
+            write_bytes_atomic(excluded.astype("<i8").tobytes(), folder / EXCLUDED_FILE)
+            files.append(EXCLUDED_FILE)
+        count = len(docs["uuid"]) - len(excluded)
+        write_text_atomic(json.dumps({**self.params(), "dim": dim, "count": count, "base": base,
+                                      "removed_held": len(excluded)}), folder / "params.json")
         write_manifest(folder, files)
-        return len(ids)
+        return count
+
+    def _extendable(self, base: str, dim: int, removed: Collection[str]
+                    ) -> tuple[object, dict[str, list], np.ndarray]:
+        """The graph, the documents and the excluded positions of ``base``, with those of
+        ``removed`` added: what an incremental version starts from."""
+        import faiss
+
+        folder = self._folder(base)
+        verify_manifest(folder)  # faiss must never parse bytes that are not the ones it wrote
+        params = json.loads((folder / "params.json").read_text())
+        if params.get("dim") != dim or params.get("codes", "flat") != self.codes:
+            raise ValueError(f"version {base} was built with dim {params.get('dim')} and codes "
+                             f"{params.get('codes')}, not {dim} and {self.codes}: build in full")
+        if self.codes != "flat" and not (folder / VECTORS_FILE).is_file():
+            raise ValueError(f"version {base} has no {VECTORS_FILE} to extend: build in full")
+        index = faiss.read_index(str(folder / "index.faiss"))
+        docs = pq.read_table(folder / "docs.parquet").to_pydict()
+        excluded = _read_excluded(folder)
+        out = set(excluded.tolist())
+        live = {uuid: i for i, uuid in enumerate(docs["uuid"]) if i not in out}
+        if missing := [uuid for uuid in removed if uuid not in live]:
+            raise ValueError(f"{len(missing)} removed documents are not in version {base} "
+                             f"(e.g. {sorted(missing)[0]})")
+        gone = np.fromiter((live[uuid] for uuid in removed), dtype=np.int64, count=len(removed))
+        return index, docs, np.union1d(excluded, gone)
 
     def _load(self, version: str | None) -> _LoadedVersion:
         version = version or self.live_version()
@@ -388,7 +458,7 @@ class FaissHnswIndex(VectorIndex):
                 for s, p in zip(scores.tolist(), positions.tolist(), strict=True) if p >= 0]
 
     def count(self, version: str | None = None) -> int:
-        return int(self._load(version).index.ntotal)
+        return self._load(version).count
 
     def publish(self, version: str) -> None:
         if not (self._folder(version) / "index.faiss").is_file():
@@ -436,8 +506,6 @@ class FaissHnswIndex(VectorIndex):
         return record
 
     def delete_version(self, version: str) -> None:
-        import shutil
-
         self.release(version)
         shutil.rmtree(self._folder(version), ignore_errors=True)
 

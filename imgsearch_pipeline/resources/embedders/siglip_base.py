@@ -1,6 +1,21 @@
-"""What both SigLIP runtimes share: the checkpoint in the Hub's own file layout
-(``config.json``, ``model.safetensors``, ``preprocessor_config.json``, ``spiece.model``,
-``tokenizer_config.json``, ``special_tokens_map.json``), used as it was trained.
+"""What both SigLIP runtimes share: the checkpoint in the Hub's own file layout, used as it
+was trained. Two families load here, both ``SiglipModel`` (``model_type: siglip``):
+
+- SigLIP (``google/siglip-base-patch16-224/256/384/512``): ``config.json``,
+  ``model.safetensors``, ``preprocessor_config.json`` (bicubic square resize, mean = std =
+  0.5), ``special_tokens_map.json``, ``spiece.model``, ``tokenizer_config.json``:
+  ``SiglipTokenizer`` (T5's sentencepiece, 32,000 pieces), which lower-cases and drops
+  punctuation itself, ``</s>`` appended and used as padding;
+- SigLIP 2 fixed-resolution (``google/siglip2-base-patch16-224/256/384/512``): the same
+  architecture with Gemma's tokenizer (``tokenizer.json``/``tokenizer.model``,
+  ``GemmaTokenizer``, 256,000 pieces, ``<eos>`` appended, ``<pad>`` = 0) and a bilinear
+  resize. SigLIP 2 was trained on lower-cased text, which Gemma's tokenizer does not do:
+  transformers added ``Siglip2Tokenizer`` for that (PR 43101), but only for the NaFlex
+  checkpoints (``model_type: siglip2``), so ``load_processor`` adds the lower-casing here.
+
+Both are padded to 64 tokens as trained (the text tower pools the last position, a pad).
+The NaFlex SigLIP 2 (``model_type: siglip2``, variable patches) is another family and is
+refused by name.
 
 Four seams, so another runtime can replace the compute without touching the rest:
 
@@ -20,6 +35,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
@@ -34,6 +50,11 @@ from .interface import DEFAULT_SIGLIP, EmbeddingModel, MissingDependencyError, M
 DEPENDENCIES = {"torch": "torch", "transformers": "transformers", "huggingface_hub": "huggingface-hub",
                 "sentencepiece": "sentencepiece", "google.protobuf": "protobuf"}
 CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "tokenizer_config.json")
+# The vocabulary: SigLIP's sentencepiece model, or SigLIP 2's Gemma tokenizer.
+VOCABULARY_FILES = ("spiece.model", "tokenizer.json")
+# The tokenizer class each family ships (tokenizer_config.json), and its family's name.
+TOKENIZER_FAMILIES = {"SiglipTokenizer": "SigLIP", "GemmaTokenizer": "SigLIP 2",
+                      "GemmaTokenizerFast": "SigLIP 2"}
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model"]
 HUB_PROBE_TIMEOUT_S = 5.0
 
@@ -61,16 +82,27 @@ def _is_repo_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not os.path.exists(name)
 
 
-def locate_checkpoint(name: str) -> Path:
+def missing_siglip_files(folder: Path) -> list[str]:
+    """What a SigLIP or SigLIP 2 checkpoint folder lacks (empty: nothing)."""
+    missing = [f for f in CHECKPOINT_FILES if not (folder / f).is_file()]
+    if not any((folder / f).is_file() for f in VOCABULARY_FILES):
+        missing.append(" or ".join(VOCABULARY_FILES))
+    return missing
+
+
+def locate_checkpoint(name: str, missing_files=missing_siglip_files, kind: str = "SigLIP",
+                      patterns: list[str] | None = None, variable: str = "IMGSEARCH_MODEL") -> Path:
     """The folder holding the checkpoint ``name``: a local folder, else the Hugging Face
     cache, else a download from the Hub. Without a local copy and without a reachable Hub
-    this fails within ``HUB_PROBE_TIMEOUT_S`` (plus connection set-up), never in retries."""
+    this fails within ``HUB_PROBE_TIMEOUT_S`` (plus connection set-up), never in retries.
+    ``missing_files(folder)`` says what a local folder lacks to be a ``kind`` checkpoint."""
+    patterns = patterns or DOWNLOAD_PATTERNS
     folder = Path(name).expanduser()
     if folder.is_dir():
-        missing = [f for f in CHECKPOINT_FILES if not (folder / f).is_file()]
+        missing = missing_files(folder)
         if missing:
             raise ModelUnavailableError(
-                f"The folder {folder.resolve()} (IMGSEARCH_MODEL) is not a SigLIP checkpoint: it has no "
+                f"The folder {folder.resolve()} ({variable}) is not a {kind} checkpoint: it has no "
                 f"{', '.join(missing)}. It should hold the files of the Hub's repository. "
                 + _how_to_point_at_a_copy(name))
         return folder
@@ -82,7 +114,7 @@ def locate_checkpoint(name: str) -> Path:
     looked = (f"There is no local folder '{name}' ({folder.resolve()}) and no copy in the "
               f"Hugging Face cache at {constants.HF_HUB_CACHE}")
     try:
-        return Path(snapshot_download(name, allow_patterns=DOWNLOAD_PATTERNS, local_files_only=True))
+        return Path(snapshot_download(name, allow_patterns=patterns, local_files_only=True))
     except Exception:  # not cached, or not a valid repository id
         pass
     if is_offline_mode():
@@ -97,7 +129,7 @@ def locate_checkpoint(name: str) -> Path:
             f"{constants.ENDPOINT} could not be reached or has no such model "
             f"({type(exc).__name__}: {exc}). " + _how_to_point_at_a_copy(name)) from None
     try:
-        return Path(snapshot_download(name, allow_patterns=DOWNLOAD_PATTERNS))
+        return Path(snapshot_download(name, allow_patterns=patterns))
     except Exception as exc:
         raise ModelUnavailableError(
             f"Could not download embedding model '{name}' from {constants.ENDPOINT} into "
@@ -123,6 +155,9 @@ class SiglipEncoder(EmbeddingModel):
         # As trained: every text padded (with </s>) or cut to the tokenizer's length, 64.
         self.text_length = min(int(tokenizer.model_max_length),
                                int(config.text_config.max_position_embeddings))
+        # A fast tokenizer (SigLIP 2's) sets its padding and truncation on shared state at
+        # each call: the API's request threads take turns (a few ms).
+        self._tokenize_lock = threading.Lock()
 
     # -- preprocessing (CPU; loader threads and request threads call these) ---------------
 
@@ -132,10 +167,12 @@ class SiglipEncoder(EmbeddingModel):
         return self._image_processor(images=images, return_tensors=self.tensors)["pixel_values"]
 
     def tokenize(self, texts: list[str]) -> Any:
-        """Token ids, lower-cased, punctuation dropped, ``</s>`` appended, padded to
-        ``text_length`` and truncated beyond it: a text gets the same ids alone or in any batch."""
-        return self._tokenizer(texts, padding="max_length", max_length=self.text_length,
-                               truncation=True, return_tensors=self.tensors)["input_ids"]
+        """Token ids as trained: lower-cased (SigLIP's tokenizer also drops punctuation),
+        the end token appended (``</s>``; SigLIP 2: ``<eos>``), padded to ``text_length`` and
+        truncated beyond it: a text gets the same ids alone or in any batch."""
+        with self._tokenize_lock:
+            return self._tokenizer(texts, padding="max_length", max_length=self.text_length,
+                                   truncation=True, return_tensors=self.tensors)["input_ids"]
 
     # -- encoding (the compute device) ----------------------------------------------------
 
@@ -169,10 +206,59 @@ def _loading(name: str, folder: Path, load):
         ) from exc
 
 
+def check_family(folder: Path, name: str) -> str:
+    """``SigLIP`` or ``SigLIP 2`` from the checkpoint's own files; ModelUnavailableError,
+    naming what was expected, for any other model."""
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        tokenizer = json.loads((folder / "tokenizer_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"'{name}': unreadable config.json or tokenizer_config.json in "
+                                    f"{folder} ({type(exc).__name__}: {exc})") from None
+    model_type = config.get("model_type")
+    if model_type == "siglip2":
+        raise ModelUnavailableError(
+            f"'{name}' is a NaFlex SigLIP 2 (model_type 'siglip2', variable resolution), which the "
+            "siglip embedder does not run: use a fixed-resolution SigLIP 2 such as "
+            "google/siglip2-base-patch16-512 (model_type 'siglip').")
+    if model_type != "siglip":
+        raise ModelUnavailableError(
+            f"'{name}' is a '{model_type}' model, not a SigLIP or SigLIP 2 checkpoint (expected "
+            "model_type 'siglip' in config.json). For a sentence-transformers model set "
+            "IMGSEARCH_EMBEDDER=sentence-transformers.")
+    tokenizer_class = tokenizer.get("tokenizer_class")
+    if tokenizer_class not in TOKENIZER_FAMILIES:
+        raise ModelUnavailableError(
+            f"'{name}' has a {tokenizer_class} tokenizer; a SigLIP checkpoint ships SiglipTokenizer "
+            "(spiece.model) and a SigLIP 2 one GemmaTokenizer (tokenizer.json).")
+    return TOKENIZER_FAMILIES[tokenizer_class]
+
+
+def lower_casing(tokenizer: Any) -> Any:
+    """``tokenizer`` lower-casing its input first, as SigLIP 2 was trained (the same
+    normaliser transformers' Siglip2Tokenizer prepends); unchanged if it lower-cases already."""
+    from tokenizers import normalizers
+
+    backend = tokenizer.backend_tokenizer
+    current = backend.normalizer
+    if current is not None and current.normalize_str("AÉ") == "aé":
+        return tokenizer
+    backend.normalizer = (normalizers.Lowercase() if current is None
+                          else normalizers.Sequence([normalizers.Lowercase(), current]))
+    return tokenizer
+
+
 def load_processor(folder: Path, name: str) -> Any:
+    """The checkpoint's processor (image processor + tokenizer), SigLIP 2's lower-casing."""
     from transformers import AutoProcessor  # heavy (and torch with it): only when loading
 
-    return _loading(name, folder, lambda: AutoProcessor.from_pretrained(folder))
+    family = check_family(folder, name)
+    processor = _loading(name, folder, lambda: AutoProcessor.from_pretrained(folder))
+    if family == "SigLIP 2":
+        lower_casing(processor.tokenizer)
+    return processor
 
 
 def load_torch_model(folder: Path, name: str) -> Any:
