@@ -272,8 +272,8 @@ def test_an_incremental_version_clones_the_blocked_live_index_then_adds_and_dele
     assert not any(p.endswith("_forcemerge") for p in paths) and "/imgsearch-v2" not in paths
     clone = json.loads(sent["/imgsearch-v1/_clone/imgsearch-v2"])
     # the copied write block is cleared; replicas are not copied by a clone, so they are set
-    assert clone == {"settings": q.clone_settings(0)}
-    assert clone["settings"]["index.blocks.write"] is None
+    assert clone == {"settings": {"index.number_of_replicas": 0, "index.blocks.write": None,
+                                  "index.refresh_interval": "-1"}}
     assert json.loads(sent["/imgsearch-v2/_mapping"]) == {
         "_meta": {"index_name": "imgsearch", "version": "v2"}}
     lines = [json.loads(line) for line in sent["/_bulk"].decode().splitlines()]

@@ -15,7 +15,6 @@ from imgsearch_pipeline.core.evaluation import (
     summarise,
     time_interleaved,
 )
-from imgsearch_pipeline.core.knn import exact_neighbours
 from imgsearch_pipeline.core.similarity import l2_normalise
 
 
@@ -144,23 +143,6 @@ def test_a_search_pass_answers_every_query_in_batches_and_times_the_sample():
     # time_at's default warm-up searches the sample once more before timing it
     assert seconds == [None, pytest.approx(0.25), None, pytest.approx(0.25), None]
     assert counted == [2, 2, 1, 1, 1]
-
-
-def test_exact_neighbours_match_the_brute_force_in_any_batch_size():
-    corpus, queries, ids, _ = _data(2)
-    expected = _brute_force(corpus, queries, ids, 5)
-    batches = []
-    for buffer_bytes in (4 * len(corpus), 4 * len(corpus) * 5, 2**20):  # 1, 5, all queries
-        neighbours, scores = exact_neighbours(queries, corpus, ids, 5, buffer_bytes,
-                                              on_batch=batches.append)
-        assert neighbours == expected
-        best = [[float(corpus[ids.index(u)] @ q) for u in row]
-                for row, q in zip(expected, queries, strict=True)]
-        assert np.allclose(scores, best, atol=1e-5)
-    assert batches == [1] * 12 + [5, 5, 2] + [12]
-    # no corpus: every query has no neighbour; no queries: nothing
-    assert exact_neighbours(queries, corpus[:0], [], 5) == ([[]] * 12, [[]] * 12)
-    assert exact_neighbours(queries[:0], corpus, ids, 5) == ([], [])
 
 
 def test_the_ground_truth_table_reads_back_as_the_evaluation_queries():

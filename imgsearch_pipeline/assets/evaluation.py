@@ -113,7 +113,8 @@ def recall_report(
         raise dg.Failure(f"the ground truth is unreadable ({error}): materialize "
                          "ground_truth again") from None
     depths = _depths(context, config, search_index, vector_index)
-    vectors = vectors_in_order(image_embeddings.folder, queries.ids)
+    parts = embedding_parts(image_embeddings.folder)[0]  # verified once: queries and corpus
+    vectors = vectors_in_order(image_embeddings.folder, queries.ids, parts)
     # No corpus, nothing to time: every query's times stay None.
     sample = latency_sample(len(queries.ids) if ground_truth.corpus else 0,
                             config.latency_sample)
@@ -127,7 +128,7 @@ def recall_report(
     if sweep.reached:  # the version's own search depth, used by searches from now on
         vector_index.record_search_depth(search_index.version, sweep.record())
     depth = sweep.best.depth
-    ann_s, exact_s, load = _time_both(context, image_embeddings.folder, ground_truth,
+    ann_s, exact_s, load = _time_both(context, parts, ground_truth,
                                       vectors, sample, config.k,
                                       lambda vector: search_one(vector, depth))
     results = query_results(queries.expected, evaluation.answers, ann_s, exact_s, config.k)
@@ -164,7 +165,7 @@ def _depths(context: dg.AssetExecutionContext, config: RecallReportConfig,
     return swept
 
 
-def _time_both(context: dg.AssetExecutionContext, folder: str, truth: GroundTruth,
+def _time_both(context: dg.AssetExecutionContext, parts: list[str], truth: GroundTruth,
                vectors: np.ndarray, sample: np.ndarray, k: int,
                ann: Callable[[np.ndarray], object]
                ) -> tuple[list[float | None], list[float | None], dict]:
@@ -173,7 +174,6 @@ def _time_both(context: dg.AssetExecutionContext, folder: str, truth: GroundTrut
     (page cache, not the heap: flat memory whatever the corpus size)."""
     if not len(sample):
         return [None] * len(vectors), [None] * len(vectors), {}
-    parts = embedding_parts(folder)[0]
     corpus_rows = stored_rows(parts, read_corpus(truth.path), pa.array([], pa.string())).corpus
     with tempfile.TemporaryDirectory(prefix="recall-report-") as scratch:
         corpus = map_rows(parts, corpus_rows, Path(scratch) / "corpus.f32")

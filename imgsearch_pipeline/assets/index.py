@@ -17,7 +17,7 @@ from ..core.integrity import IntegrityError
 from ..core.layout import Layout
 from ..core.progress import Progress
 from ..core.tables import remove
-from ..core.vectors import embedded_uuids, iter_vectors
+from ..core.vectors import embedded_uuids, embedding_parts, iter_vectors
 from ..resources.storage import PipelineHome
 from ..resources.vector_index import IndexBatch, VectorIndex
 from ..run_config import SearchIndexConfig
@@ -56,7 +56,8 @@ def search_index(
     No new version (and no evaluation) when the live one already holds exactly them."""
     layout = home.layout
     train = posts.uuids("train")
-    wanted = train & embedded_uuids(image_embeddings.folder)
+    parts = embedding_parts(image_embeddings.folder)[0]  # verified once, read twice below
+    wanted = train & embedded_uuids(image_embeddings.folder, parts)
     build_key = {"model_id": image_embeddings.model_id, "dim": image_embeddings.dim,
                  **vector_index.params()}
     live = _live(vector_index)
@@ -82,7 +83,7 @@ def search_index(
     progress = Progress("vectors indexed", len(todo), context.log.info)
 
     def batches() -> Iterator[IndexBatch]:
-        for uuids, matrix in iter_vectors(image_embeddings.folder, only=set(todo)):
+        for uuids, matrix in iter_vectors(image_embeddings.folder, only=set(todo), parts=parts):
             yield IndexBatch(
                 ids=uuids,
                 vectors=matrix,

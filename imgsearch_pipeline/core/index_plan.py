@@ -20,8 +20,9 @@ from .tables import Location, read_table, write_table_atomic
 # excludes them from answers; Elasticsearch marks them deleted until a merge drops them),
 # as a share of the documents it serves, beyond which the next version is built in full.
 # Elasticsearch's merge policy lets deleted documents reach 20% of an index before it
-# favours merging them away (``index.merge.policy.deletes_pct_allowed``, default 20): past
-# that, a clone carries more dead weight than the cluster itself would keep.
+# favours merging them away (``index.merge.policy.deletes_pct_allowed``: 20 is
+# ``MergePolicyConfig.DEFAULT_DELETES_PCT_ALLOWED`` in current versions, 33 in older ones):
+# past that, a clone carries more dead weight than the cluster itself would keep.
 MAX_TOMBSTONE_SHARE = 0.20
 
 _RECORD_KEY = b"imgsearch_version"

@@ -1,6 +1,6 @@
 """Exact k-nearest-neighbour search by batched matrix products."""
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -57,25 +57,3 @@ def exact_knn(
         similarities(block, corpus, out=scores)
         indices, top = top_k(scores, k)
         yield start, indices, top
-
-
-def exact_neighbours(
-    queries: np.ndarray,
-    corpus: np.ndarray,
-    ids: Sequence[str],
-    k: int,
-    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-    on_batch: Callable[[int], None] = lambda n: None,
-) -> tuple[list[list[str]], list[list[float]]]:
-    """Each query's exact top-k corpus ids and scores, best first (``exact_knn``; empty
-    lists when the corpus is empty). ``on_batch(n)`` after each batch of n queries."""
-    if not len(queries) or not len(ids):
-        return [[] for _ in range(len(queries))], [[] for _ in range(len(queries))]
-    labels = np.asarray(ids, dtype=object)
-    neighbours: list[list[str]] = []
-    scores: list[list[float]] = []
-    for _, indices, block_scores in exact_knn(queries, corpus, k, buffer_bytes):
-        neighbours += [list(labels[row]) for row in indices]
-        scores += block_scores.tolist()
-        on_batch(len(indices))
-    return neighbours, scores

@@ -147,18 +147,26 @@ def scan_shard(
             result = scan_batch(batch, shard["path"], scan.rows_read, params.test_fraction,
                                 params.seed, params.max_pixels, pool, params.min_side)
             scan.rejects += result.rejects
-            for post in result.posts:
-                if post["uuid"] in seen:
-                    scan.duplicates += 1
-                else:
-                    seen.add(post["uuid"])
-                    scan.posts.append(post)
+            scan.duplicates += keep_first(result.posts, seen, scan.posts)
             scan.rows_read += batch.num_rows
             on_rows(batch.num_rows)
     except ShardError as error:
         scan.failure = f"{error}; rows {scan.rows_read} to {shard['rows'] - 1} are skipped"
         on_error(scan.failure)
     return scan
+
+
+def keep_first(posts: Iterable[dict], seen: set[str], kept: list[dict]) -> int:
+    """Append to ``kept`` the posts whose uuid is not in ``seen`` yet (adding it); return
+    how many were duplicates: an image's first occurrence wins, within a shard and across."""
+    duplicates = 0
+    for post in posts:
+        if post["uuid"] in seen:
+            duplicates += 1
+        else:
+            seen.add(post["uuid"])
+            kept.append(post)
+    return duplicates
 
 
 def merge_scans(scans: Iterable[ShardScan]) -> PostsScan:
@@ -170,12 +178,7 @@ def merge_scans(scans: Iterable[ShardScan]) -> PostsScan:
         merged.rejects += scan.rejects
         merged.duplicates += scan.duplicates
         merged.rows_read += scan.rows_read
-        for post in scan.posts:
-            if post["uuid"] in seen:
-                merged.duplicates += 1
-            else:
-                seen.add(post["uuid"])
-                merged.posts.append(post)
+        merged.duplicates += keep_first(scan.posts, seen, merged.posts)
         if scan.failure is not None:
             merged.read_failures[scan.path] = scan.failure
     return merged

@@ -185,9 +185,11 @@ def read_vectors(
     return read_vector_groups(folder, [only], parts)[0]
 
 
-def vectors_in_order(folder: Location, ids: Sequence[str]) -> np.ndarray:
-    """The vectors of ``ids``, one row each, in their order (KeyError: one is not stored)."""
-    found, matrix = read_vectors(folder, set(ids))
+def vectors_in_order(folder: Location, ids: Sequence[str], parts: list[str] | None = None
+                     ) -> np.ndarray:
+    """The vectors of ``ids``, one row each, in their order (KeyError: one is not stored),
+    from the verified parts (or the already verified ``parts``)."""
+    found, matrix = read_vectors(folder, set(ids), parts)
     row = {u: i for i, u in enumerate(found)}
     return matrix[[row[u] for u in ids]] if len(ids) else matrix
 

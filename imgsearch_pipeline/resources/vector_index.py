@@ -307,11 +307,10 @@ class FaissHnswIndex(VectorIndex):
             index = _new_faiss_index(self.codes, dim, self.m, self.ef_construction)
             docs: dict[str, list] = {"uuid": [], "caption": [], "split": [], "shard": []}
             excluded = np.zeros(0, dtype=np.int64)
+            serving: set[str] = set()
         else:  # the base's graph, documents and exclusions, read from its verified files
-            index, docs, excluded = self._extendable(base, dim, removed)
+            index, docs, excluded, serving = self._extendable(base, dim, removed)
         held = len(docs["uuid"])  # rows already in the graph (and in the vectors file)
-        out = set(excluded.tolist())  # a uuid removed earlier may come back: a new row
-        serving = {uuid for i, uuid in enumerate(docs["uuid"]) if i not in out}
         folder = self._folder(version)
         folder.mkdir(parents=True, exist_ok=True)
         files = ["index.faiss", "docs.parquet", "params.json"]
@@ -375,9 +374,10 @@ class FaissHnswIndex(VectorIndex):
         return count
 
     def _extendable(self, base: str, dim: int, removed: Collection[str]
-                    ) -> tuple[object, dict[str, list], np.ndarray]:
+                    ) -> tuple[object, dict[str, list], np.ndarray, set[str]]:
         """The graph, the documents and the excluded positions of ``base``, with those of
-        ``removed`` added: what an incremental version starts from."""
+        ``removed`` added, and the uuids it still serves: what an incremental version starts
+        from (a uuid removed earlier may come back: as a new row)."""
         import faiss
 
         folder = self._folder(base)
@@ -397,7 +397,7 @@ class FaissHnswIndex(VectorIndex):
             raise ValueError(f"{len(missing)} removed documents are not in version {base} "
                              f"(e.g. {sorted(missing)[0]})")
         gone = np.fromiter((live[uuid] for uuid in removed), dtype=np.int64, count=len(removed))
-        return index, docs, np.union1d(excluded, gone)
+        return index, docs, np.union1d(excluded, gone), live.keys() - set(removed)
 
     def _load(self, version: str | None) -> _LoadedVersion:
         version = version or self.live_version()
