@@ -1,5 +1,5 @@
-"""Caption keyword search engines side by side: SQLite FTS5 (the standard library, what
-``core.keywords`` uses) and tantivy (PyPI ``tantivy``, only if installed: not a dependency).
+"""Caption keyword search engines side by side: SQLite FTS5 (the standard library,
+``benchmarks/fts5.py``) and tantivy (PyPI ``tantivy``, what ``core.keywords`` uses).
 
     .venv/bin/python -m benchmarks.keywords                  # 27,172 captions, 500 queries
     .venv/bin/python -m benchmarks.keywords --captions 5000  # a quick check
@@ -14,8 +14,9 @@ and the keyword search for the fusion window of 100 each, ``core.fusion.rrf``, t
 page of 10). The text embedding is excluded, as in the issue's goal (hybrid p50 within 2x of
 the vector-only p50).
 
-Both engines run through ``core.keywords`` (``write_keyword_index``/``KeywordIndex`` and
-``write_tantivy_index``/``TantivyKeywordIndex``): the same tokens (``caption_tokens``), one
+Both engines index the project's tokens (``core.keywords.caption_tokens``;
+``benchmarks/fts5.py``'s ``write_keyword_index``/``KeywordIndex`` and ``core.keywords``'
+``write_tantivy_index``/``TantivyKeywordIndex``), one
 writing thread each, the same OR-of-tokens queries for the fusion window (top 100, each
 hit's uuid read back). Build time includes the tokenizing; query latency is per query, after a warm-up.
 The captions are generated to look like Instagram's (Zipf-distributed words, hashtags,
@@ -36,12 +37,8 @@ from importlib import metadata
 from pathlib import Path
 
 from benchmarks.common import OthersCpuShare, percentiles_ms
-from imgsearch_pipeline.core.keywords import (
-    KeywordIndex,
-    TantivyKeywordIndex,
-    write_keyword_index,
-    write_tantivy_index,
-)
+from benchmarks.fts5 import KeywordIndex, write_keyword_index
+from imgsearch_pipeline.core.keywords import TantivyKeywordIndex, write_tantivy_index
 
 N_CAPTIONS = 27_172  # the prototype's indexed posts
 N_QUERIES = 500
@@ -129,11 +126,7 @@ def fts5_section(ids, captions, queries, folder: Path) -> tuple[dict, list[list[
             "others_cpu_share": {"build": build_share, "queries": query_share}}, answers, search
 
 
-def tantivy_section(ids, captions, queries, folder: Path) -> tuple[dict | None, list[list[str]], object]:
-    try:
-        import tantivy  # noqa: F401 - the engine is optional
-    except ImportError:
-        return None, [], None
+def tantivy_section(ids, captions, queries, folder: Path) -> tuple[dict, list[list[str]], object]:
     path = folder / "keywords.tar"
     watch = OthersCpuShare()
     started = time.perf_counter()
@@ -151,37 +144,61 @@ def tantivy_section(ids, captions, queries, folder: Path) -> tuple[dict | None, 
             "others_cpu_share": {"build": build_share, "queries": query_share}}, answers, search
 
 
-def hybrid_section(ids, queries, keyword_searches: dict) -> dict:
+def hybrid_section(ids, captions, queries) -> dict:
+    """The API's own search path (``SearchService.search``) over a version of the project's
+    embedded index (``FaissHnswIndex`` with its defaults, captions in its tantivy index): per
+    query, vector-only (semantic), keyword-only and hybrid, k=10, timed interleaved query by
+    query in a rotating order, so that each mode sees the same machine; one thread."""
     import faiss
 
     from benchmarks.vectors import clustered_vectors
-    from imgsearch_pipeline.core.fusion import page, rrf
+    from imgsearch_pipeline.api.service import SearchService, StoredVectors, Timings
+    from imgsearch_pipeline.resources.vector_index import FaissHnswIndex, IndexBatch
+    from imgsearch_pipeline.settings import Settings
 
     vectors = clustered_vectors(len(ids), 768, seed=1)
     query_vectors = clustered_vectors(len(queries), 768, seed=2)
-    index = faiss.IndexHNSWFlat(768, 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 200
-    index.add(vectors)
-    faiss.omp_set_num_threads(1)  # one query at a time on one thread, as the report
+    folder = tempfile.mkdtemp(prefix="imgsearch-hybrid-")
+    try:
+        index = FaissHnswIndex(root=folder)
+        step = 4096
+        started = time.perf_counter()
+        index.build("v1", 768, [IndexBatch(ids[i:i + step], vectors[i:i + step], captions[i:i + step])
+                                for i in range(0, len(ids), step)])
+        print(f"index version built in {time.perf_counter() - started:.0f} s")
+        api = Settings.read({}).api
+        service = SearchService(model=None, index=index, store=None, version="v1",
+                                documents=len(ids), posts={},
+                                vectors=StoredVectors(vectors, {u: i for i, u in enumerate(ids)}),
+                                settings=api, num_candidates=index.search_depth("v1"))
+        faiss.omp_set_num_threads(1)  # one query at a time on one thread, as the report
 
-    def vector_search(i: int, k: int) -> list[str]:
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(128, k)
-        _, found = index.search(query_vectors[i:i + 1], k, params=params)
-        return [ids[j] for j in found[0] if j >= 0]
+        def run(mode: str, i: int):
+            return service.search(None if mode == "keyword" else query_vectors[i], k=10,
+                                  num_candidates=None, search_filter=None, collapse=None,
+                                  timings=Timings(), text=queries[i], mode=mode)
 
-    numbered = list(range(len(queries)))
-    figures = {}
-    latency, _, share = timed_queries(lambda i: vector_search(i, 10), numbered)
-    figures["vector-only k=10"] = {"query": latency, "others_cpu_share": share}
-    latency, _, share = timed_queries(lambda i: vector_search(i, WINDOW), numbered)
-    figures[f"vector-only k={WINDOW} (hybrid's side)"] = {"query": latency, "others_cpu_share": share}
-    for name, search in keyword_searches.items():
-        def hybrid(i: int, search=search) -> list:
-            return page(rrf([vector_search(i, WINDOW), search(queries[i])], limit=10), 10)
-        latency, _, share = timed_queries(hybrid, numbered)
-        figures[f"hybrid with {name}"] = {"query": latency, "others_cpu_share": share}
-    return figures
+        modes = ("semantic", "keyword", "hybrid")
+        for i in range(50):  # warm-up
+            for mode in modes:
+                run(mode, i)
+        seconds: dict[str, list[float]] = {mode: [] for mode in modes}
+        watch = OthersCpuShare()
+        for i in range(len(queries)):
+            for mode in modes[i % 3:] + modes[:i % 3]:
+                began = time.perf_counter()
+                run(mode, i)
+                seconds[mode].append(time.perf_counter() - began)
+        share = watch.share()
+        index.release("v1")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    figures = {mode: {"query": percentiles_ms(values)} for mode, values in seconds.items()}
+    return {"path": "SearchService.search over FaissHnswIndex (sq8, m=32, ef_construction=200, "
+                    f"depth {service.num_candidates}), k=10, fusion window {api.rrf_window}",
+            "modes": figures, "others_cpu_share": share,
+            "hybrid_over_semantic_p50": figures["hybrid"]["query"]["p50_ms"]
+            / figures["semantic"]["query"]["p50_ms"]}
 
 
 def overlap_at(a: list[list[str]], b: list[list[str]], k: int) -> float:
@@ -202,20 +219,16 @@ def main(argv: list[str] | None = None) -> dict:
     queries = generated_queries(words, args.queries)
     folder = Path(tempfile.mkdtemp(prefix="imgsearch-keywords-"))
     try:
-        fts5, fts5_answers, fts5_search = fts5_section(ids, captions, queries, folder)
-        tantivy_result, tantivy_answers, tantivy_search = tantivy_section(ids, captions, queries, folder)
-        searches = {fts5["engine"]: fts5_search}
-        if tantivy_result:
-            searches[tantivy_result["engine"]] = tantivy_search
-        hybrid = hybrid_section(ids, queries, searches) if args.hybrid else None
+        fts5, fts5_answers, _ = fts5_section(ids, captions, queries, folder)
+        tantivy_result, tantivy_answers, _ = tantivy_section(ids, captions, queries, folder)
+        hybrid = hybrid_section(ids, captions, queries) if args.hybrid else None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     results = {"captions": len(ids), "queries": len(queries), "window": WINDOW,
                "mean_hits": sum(map(len, fts5_answers)) / len(fts5_answers),
                "load_average_at_end": os.getloadavg(), "cores": os.cpu_count(),
-               "engines": [fts5] + ([tantivy_result] if tantivy_result else [])}
-    if tantivy_result:
-        results["top10_agreement"] = overlap_at(fts5_answers, tantivy_answers, 10)
+               "engines": [fts5, tantivy_result],
+               "top10_agreement": overlap_at(fts5_answers, tantivy_answers, 10)}
     print(f"{len(ids):,} captions, {len(queries)} queries, top {WINDOW}, "
           f"{results['mean_hits']:.0f} hits a query on average")
     print(f"{'engine':<20}{'build s':>9}{'MiB':>8}{'p50 ms':>9}{'p95 ms':>9}{'others CPU':>12}")
@@ -223,17 +236,15 @@ def main(argv: list[str] | None = None) -> dict:
         share = max(engine["others_cpu_share"].values())
         print(f"{engine['engine']:<20}{engine['build_s']:>9.2f}{engine['bytes'] / 2**20:>8.1f}"
               f"{engine['query']['p50_ms']:>9.2f}{engine['query']['p95_ms']:>9.2f}{share:>11.0%}")
-    if tantivy_result is None:
-        print("tantivy is not installed: pip install tantivy to compare")
-    else:
-        print(f"top-10 agreement between the engines: {results['top10_agreement']:.1%}")
+    print(f"top-10 agreement between the engines: {results['top10_agreement']:.1%}")
     if hybrid:
         results["hybrid"] = hybrid
-        title = f"search ({len(ids):,} x 768, text embedding excluded)"
-        print(f"{title:<46}{'p50 ms':>9}{'p95 ms':>9}{'others CPU':>12}")
-        for name, figure in hybrid.items():
-            print(f"{name:<46}{figure['query']['p50_ms']:>9.2f}{figure['query']['p95_ms']:>9.2f}"
-                  f"{figure['others_cpu_share']:>11.0%}")
+        print(f"search through the API's path ({len(ids):,} x 768, text embedding excluded, "
+              f"others' CPU {hybrid['others_cpu_share']:.0%}): {hybrid['path']}")
+        print(f"{'mode':<12}{'p50 ms':>9}{'p95 ms':>9}")
+        for mode, figure in hybrid["modes"].items():
+            print(f"{mode:<12}{figure['query']['p50_ms']:>9.3f}{figure['query']['p95_ms']:>9.3f}")
+        print(f"hybrid p50 / vector-only p50: {hybrid['hybrid_over_semantic_p50']:.2f}x")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -110,7 +110,7 @@ def embeddings_cover_posts(image_embeddings: EmbeddingSet, posts: PostsTable) ->
 def index_count_matches_train(
     search_index: IndexBuild, image_embeddings: EmbeddingSet, vector_index: VectorIndex
 ) -> dg.AssetCheckResult:
-    held = vector_index.count(search_index.version)
+    held = vector_index.stored_count(search_index.version)
     return dg.AssetCheckResult(
         passed=held == image_embeddings.train,
         metadata={"indexed": held, "train_embeddings": image_embeddings.train,
@@ -148,7 +148,7 @@ def recall_meets_target(
     recall_report: RecallReport,
     vector_index: VectorIndex,
 ) -> dg.AssetCheckResult:
-    indexed = vector_index.count(recall_report.index_version)
+    indexed = vector_index.stored_count(recall_report.index_version)
     try:
         live = vector_index.live_version()
     except IntegrityError as error:  # publishing replaces a damaged pointer

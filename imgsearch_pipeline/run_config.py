@@ -82,9 +82,13 @@ class RecallReportConfig(dg.Config):
     max_queries: int | None = Field(None, gt=0, description="Evaluate only the first N queries.")
     latency_sample: int | None = Field(
         200, gt=0,
+        description="Time the ANN search of each swept depth one query at a time on this many "
+                    "queries spread evenly (all when unset); recall is counted on every query.")
+    timing_budget_s: float = Field(
+        10.0, gt=0,
         description="Time the ANN and the exact search one query at a time, interleaved, on "
-                    "this many queries spread evenly (all when unset); recall is counted on "
-                    "every query. Each exact search scans the whole train split.")
+                    "queries in a shuffled order until this many seconds have passed (at least "
+                    "100 queries, at most all). Each exact search scans the whole train split.")
 
     @model_validator(mode="after")
     def _enough_candidates(self) -> "RecallReportConfig":

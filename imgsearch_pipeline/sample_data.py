@@ -26,6 +26,7 @@ COLOURS = {
     "grey": (128, 128, 128), "black": (20, 20, 20), "white": (245, 245, 245),
 }
 SHAPES = ("circle", "square", "triangle", "stripes", "rings", "dots")
+EMOJI = {"circle": "⭕", "square": "🟥", "triangle": "🔺", "stripes": "🦓", "rings": "💍", "dots": "🎲"}
 VARIANTS = ("crop", "flip", "colour shift", "blur", "recompress", "zoom")
 
 
@@ -64,7 +65,10 @@ def _draw_scene(rng: random.Random, size: int) -> tuple[Image.Image, str]:
             for _ in range(40):
                 dx, dy = rng.randint(0, size), rng.randint(0, size)
                 draw.ellipse((dx - 4, dy - 4, dx + 4, dy + 4), fill=colour)
-    caption = f"{main} {shape} on a {bg1} to {bg2} background"
+    # Like an Instagram caption: words, an emoji and hashtags (so keyword search has tags to
+    # match); made from the scene alone, so the images stay those of the same seed.
+    caption = (f"{main} {shape} on a {bg1} to {bg2} background {EMOJI[shape]} "
+               f"#{main}{shape.capitalize()} #{bg1}")
     return image, caption
 
 

@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from .core.fusion import RANK_CONSTANT, WINDOW
 from .core.images import DEFAULT_MAX_PIXELS
 from .resources.embedders import DEFAULT_SIGLIP
 
@@ -128,6 +129,14 @@ class ApiSettings(_Variables):
         "IMGSEARCH_API_LINK_SECRET",
         "Secret of the signed image links (at least 32 characters), the same in every API "
         "process and replica; unset: derived from the API keys.", "api", default=None)
+    rrf_rank_constant: int = variable(
+        "IMGSEARCH_API_RRF_RANK_CONSTANT",
+        "Hybrid search: reciprocal rank fusion's rank constant (Elasticsearch's default).", "api",
+        default=RANK_CONSTANT, ge=1)
+    rrf_window: int = variable(
+        "IMGSEARCH_API_RRF_WINDOW",
+        "Hybrid search: hits of each ranking fused; a page ends there at the deepest.", "api",
+        default=WINDOW, ge=1, le=1000)
     link_ttl_s: int = Field(3600, gt=0)
     max_candidates: int = 1000
 

@@ -19,7 +19,7 @@ from PIL import Image
 from imgsearch_pipeline.api.app import create_app
 from imgsearch_pipeline.api.service import collapse_near_duplicates
 from imgsearch_pipeline.api.settings import ApiSettings
-from imgsearch_pipeline.api.upload import BadUpload, image_from_body
+from imgsearch_pipeline.api.upload import BadUpload, upload_from_body
 from imgsearch_pipeline.core.images import load_rgb
 from imgsearch_pipeline.core.layout import Layout
 from imgsearch_pipeline.core.vectors import read_vectors
@@ -225,10 +225,63 @@ def test_collapse_keeps_the_best_of_each_group():
 # -- text search --------------------------------------------------------------------------
 
 
-def test_text_search_without_a_text_tower_is_a_clear_400(client):
-    response = client.get("/search", params={"text": "red circle"})
-    assert response.status_code == 400
-    assert "text" in response.json()["message"] and "siglip" in response.json()["message"].lower()
+def test_text_search_without_a_text_tower_is_keyword_search_and_says_so(client):
+    for mode in (None, "hybrid", "semantic", "keyword"):
+        params = {"text": "red circle", **({"mode": mode} if mode else {})}
+        response = client.get("/search", params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["mode"] == "keyword" and body["fusion"] is None
+        assert (body["note"] is None) == (mode == "keyword")
+        if body["note"]:
+            assert "no text tower" in body["note"] and "keyword" in body["note"]
+        assert body["hits"] and body["num_candidates"] == 0
+        for hit in body["hits"]:  # found by its words, no vector compared
+            assert hit["found_by"] == "words" and hit["score"] is None
+            assert hit["keyword_score"] > 0 and hit["matched_terms"]
+            assert set(hit["matched_terms"]) <= {"red", "circle"}
+            assert "".join(s["text"] for s in hit["highlight"]) == hit["caption"]
+            marked = {s["text"].lower() for s in hit["highlight"] if s["mark"]}
+            assert marked == set(hit["matched_terms"])
+
+
+def test_keyword_search_keeps_the_caption_filter_and_pages_and_a_hashtag_finds_its_tag(client, demo):
+    tag = next(w for w in demo.posts[sorted(demo.indexed)[0]]["caption"].split() if w.startswith("#"))
+    tagged = client.get("/search", params={"text": tag, "mode": "keyword", "k": 100}).json()
+    expected = {u for u in demo.indexed if tag in demo.posts[u]["caption"].split()}
+    assert {h["uuid"] for h in tagged["hits"]} == expected
+    assert all(h["matched_terms"] == [tag.lower()] for h in tagged["hits"])
+    words = client.get("/search", params={"text": tag[1:], "mode": "keyword", "k": 100}).json()
+    assert expected <= {h["uuid"] for h in words["hits"]}  # the word finds the tag too
+    word = client.get("/search", params={"text": "red", "mode": "keyword", "k": 100,
+                                         "caption": "circle"}).json()
+    assert word["hits"] and all("circle" in h["caption"].lower() and "red" in h["matched_terms"]
+                                for h in word["hits"])
+    first = client.get("/search", params={"text": "red", "mode": "keyword", "k": 5}).json()
+    second = client.get("/search", params={"text": "red", "mode": "keyword", "k": 5,
+                                           "offset": first["next_offset"]}).json()
+    both = client.get("/search", params={"text": "red", "mode": "keyword", "k": 10}).json()
+    assert [h["uuid"] for h in first["hits"] + second["hits"]] == [h["uuid"] for h in both["hits"]]
+
+
+def test_the_fusion_settings_are_in_the_schema_and_end_the_hybrid_list(demo):
+    env = {**demo_env(demo.home), "IMGSEARCH_API_RRF_WINDOW": "12",
+           "IMGSEARCH_API_RRF_RANK_CONSTANT": "5"}
+    with TestClient(create_app(env)) as small:
+        schema = small.get("/openapi.json").json()
+        (mode,) = [p for p in schema["paths"]["/search"]["get"]["parameters"] if p["name"] == "mode"]
+        assert mode["schema"]["x-rrf"] == {"rank_constant": 5, "window": 12}
+        assert "rank constant 5" in mode["description"] and "no text tower" in mode["description"]
+        query = sorted(demo.indexed)[2]
+        pages, offset = [], 0
+        while offset is not None:
+            body = upload(small, demo.image(query), f"?text=blue&k=5&offset={offset}").json()
+            assert body["fusion"] == {"rank_constant": 5, "window": 12}
+            pages.append(body["hits"])
+            offset = body["next_offset"]
+        assert [len(page) for page in pages] == [5, 5, 2]  # the list ends at the window
+        scores = [h["rrf_score"] for page in pages for h in page]
+        assert scores == sorted(scores, reverse=True) and scores[0] <= 2 / 6
 
 
 def test_text_search_needs_text(client):
@@ -326,9 +379,47 @@ def test_multipart_parsing_finds_the_image_field():
     body = (b"--xyz\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n"
             b"--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
             b"Content-Type: image/png\r\n\r\n\x89PNG\r\n--xy\r\nz\r\n--xyz--\r\n")
-    assert image_from_body(body, "multipart/form-data; boundary=xyz") == b"\x89PNG\r\n--xy\r\nz"
+    assert upload_from_body(body, "multipart/form-data; boundary=xyz").image == b"\x89PNG\r\n--xy\r\nz"
     with pytest.raises(BadUpload):
-        image_from_body(body, "multipart/form-data; boundary=other")
+        upload_from_body(body, "multipart/form-data; boundary=other")
+
+
+def test_a_picture_with_words_is_a_hybrid_search_and_the_words_may_come_as_a_form_field(client, demo):
+    query = sorted(demo.indexed)[5]
+    plain = upload(client, demo.image(query)).json()
+    assert plain["mode"] == "semantic" and plain["fusion"] is None
+    assert all(h["found_by"] == "picture" for h in plain["hits"])
+    as_parameter = upload(client, demo.image(query), "?text=blue%20square").json()
+    as_field = client.post("/search", files={"image": ("q.jpg", demo.image(query), "image/jpeg")},
+                           data={"text": "blue square"}).json()
+    for body in (as_parameter, as_field):
+        assert body["mode"] == "hybrid" and body["query"] == "image"
+        own = next(h for h in body["hits"] if h["uuid"] == query)  # first of the kNN
+        assert own["found_by"] in ("picture", "both") and own["score"] == pytest.approx(1.0, abs=1e-3)
+        assert {h["found_by"] for h in body["hits"]} <= {"picture", "words", "both"}
+        assert any(h["found_by"] != "picture" for h in body["hits"])
+        for hit in body["hits"]:
+            assert -1.0 <= hit["score"] <= 1.0
+            if hit["found_by"] != "picture":
+                assert hit["keyword_score"] > 0 and set(hit["matched_terms"]) <= {"blue", "square"}
+    assert [h["uuid"] for h in as_parameter["hits"]] == [h["uuid"] for h in as_field["hits"]]
+
+
+def test_min_score_drops_pictures_below_the_cutoff(client, demo):
+    query = sorted(demo.indexed)[5]
+    everything = upload(client, demo.image(query), "?k=50").json()["hits"]
+    scores = [h["score"] for h in everything]
+    cutoff = (scores[4] + scores[5]) / 2  # between the 5th and the 6th hit
+    body = upload(client, demo.image(query), f"?k=50&min_score={cutoff}").json()
+    assert body["min_score"] == pytest.approx(cutoff)
+    assert [h["uuid"] for h in body["hits"]] == [h["uuid"] for h in everything[:5]]
+    assert body["next_offset"] is None
+    # In hybrid search the cutoff thins the pictures' ranking only: words still find posts.
+    hybrid = upload(client, demo.image(query), f"?k=50&min_score={cutoff}&text=blue").json()
+    pictures = [h for h in hybrid["hits"] if h["found_by"] in ("picture", "both")]
+    assert all(h["score"] >= cutoff for h in pictures)
+    assert any(h["found_by"] == "words" for h in hybrid["hits"])
+    assert upload(client, demo.image(query), "?min_score=1.5").status_code == 422
 
 
 def test_upload_over_the_limit_is_413(demo):
@@ -458,15 +549,61 @@ def siglip_client(tmp_path_factory, sample_dataset, tiny_siglip):
 def test_text_search_with_siglip(siglip_client):
     client, demo = siglip_client
     assert client.get("/health").json()["text_search"] is True
-    response = client.get("/search", params={"text": "a photo of a red circle", "k": 7})
+    response = client.get("/search", params={"text": "a photo of a red circle", "k": 7,
+                                             "mode": "semantic"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["query"] == "text" and len(body["hits"]) == 7
+    assert body["query"] == "text" and len(body["hits"]) == 7 and body["mode"] == "semantic"
+    assert all(h["found_by"] == "picture" and h["keyword_score"] is None for h in body["hits"])
     assert all(h["uuid"] in demo.indexed for h in body["hits"])
     scores = [h["score"] for h in body["hits"]]
     assert scores == sorted(scores, reverse=True)
     other = client.get("/search", params={"text": "stripes", "k": 7}).json()["hits"]
     assert [h["uuid"] for h in other] != [h["uuid"] for h in body["hits"]]
+
+
+def _reference_rrf(rankings: list[list[str]], rank_constant: int, window: int) -> list[str]:
+    """RRF written out from its definition (Cormack et al. 2009), for the test only."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, uuid in enumerate(ranking[:window], start=1):
+            scores[uuid] = scores.get(uuid, 0.0) + 1.0 / (rank_constant + rank)
+    return sorted(scores, key=lambda u: -scores[u])
+
+
+def test_hybrid_text_search_fuses_the_semantic_and_the_keyword_rankings(siglip_client):
+    client, demo = siglip_client
+    text, depth = "red circle", {"num_candidates": 1000}
+    pictures = client.get("/search", params={"text": text, "mode": "semantic", "k": 100, **depth}).json()
+    words = client.get("/search", params={"text": text, "mode": "keyword", "k": 100}).json()
+    assert words["mode"] == "keyword" and words["hits"]
+    assert all(set(h["matched_terms"]) <= {"red", "circle"} and h["matched_terms"]
+               for h in words["hits"])
+    body = client.get("/search", params={"text": text, "k": 20, **depth}).json()  # hybrid: the default
+    assert body["mode"] == "hybrid" and body["fusion"] == {"rank_constant": 60, "window": 100}
+    expected = _reference_rrf([[h["uuid"] for h in pictures["hits"]],
+                               [h["uuid"] for h in words["hits"]]], 60, 100)
+    hits = body["hits"]
+    fused = [h["rrf_score"] for h in hits]
+    assert fused == sorted(fused, reverse=True)
+    picture_rank = {h["uuid"]: i + 1 for i, h in enumerate(pictures["hits"])}
+    word_rank = {h["uuid"]: i + 1 for i, h in enumerate(words["hits"])}
+    for hit in hits:
+        ranks = [r for r in (picture_rank.get(hit["uuid"]), word_rank.get(hit["uuid"])) if r]
+        assert hit["rrf_score"] == pytest.approx(sum(1.0 / (60 + r) for r in ranks), abs=1e-12)
+        expected_by = {(True, True): "both", (True, False): "picture", (False, True): "words"}[
+            (hit["uuid"] in picture_rank, hit["uuid"] in word_rank)]
+        assert hit["found_by"] == expected_by
+        if hit["uuid"] in word_rank:
+            assert hit["matched_terms"] and any(seg["mark"] for seg in hit["highlight"])
+        assert -1.0 <= hit["score"] <= 1.0  # every hit says how close its picture is
+    # The reference's first 20, in its order but for hits of equal fused score.
+    reference = {u: round(sum(1.0 / (60 + r) for r in (picture_rank.get(u), word_rank.get(u)) if r), 12)
+                 for u in expected}
+    assert [reference[u] for u in expected[:20]] == [round(h["rrf_score"], 12) for h in hits]
+    cut = reference[expected[19]]
+    assert {h["uuid"] for h in hits if round(h["rrf_score"], 12) > cut} == \
+        {u for u in expected[:20] if reference[u] > cut}
 
 
 def test_image_search_with_siglip_finds_the_image_itself(siglip_client):

@@ -28,8 +28,9 @@ class ExactElasticsearch:
     """Stands in for the Elasticsearch client: answers a kNN body by exact cosine search, as
     the server would with enough candidates, and records every body it was sent."""
 
-    def __init__(self, ids: list[str], matrix: np.ndarray):
+    def __init__(self, ids: list[str], matrix: np.ndarray, keywords=None):
         self.ids, self.matrix, self.bodies = ids, matrix, []
+        self.keywords = keywords  # a caption index answering match searches (BM25)
 
     def search(self, index: str, body: dict):
         self.bodies.append(body)
@@ -39,6 +40,21 @@ class ExactElasticsearch:
         hits = [{"_id": self.ids[i], "_score": (1.0 + float(scores[i])) / 2.0,
                  "_source": {"caption": f"post {i}"}} for i in top]
         return SimpleNamespace(body={"hits": {"hits": hits}})
+
+    def msearch(self, index: str, searches: list[dict]):
+        """kNN bodies as ``search``; match bodies by the caption index, as BM25 hits."""
+        answers = []
+        for body in searches[1::2]:
+            if "knn" in body:
+                answers.append({**self.search(index, body).body, "status": 200})
+                continue
+            self.bodies.append(body)
+            text = body["query"]["bool"]["must"][0]["match"]["caption_keywords"]["query"]
+            hits = [{"_id": hit.uuid, "_score": hit.score,
+                     "_source": {"caption": f"post {self.ids.index(hit.uuid)}"}}
+                    for hit in self.keywords.search(text, body["size"])]
+            answers.append({"hits": {"hits": hits}, "status": 200})
+        return SimpleNamespace(body={"responses": answers})
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +92,8 @@ def exact_ranking(corpus, query: np.ndarray) -> list[str]:
 def walk_pages(service: SearchService, query, k: int, **kwargs) -> list[list[str]]:
     pages, offset, more = [], 0, True
     while more:
-        page = service.search(query, k=k, num_candidates=None, search_filter=None, collapse=None,
-                              timings=Timings(), offset=offset, **kwargs)
+        options = {"num_candidates": None, "search_filter": None, "collapse": None, **kwargs}
+        page = service.search(query, k=k, timings=Timings(), offset=offset, **options)
         pages.append([r.hit.uuid for r in page.results])
         offset, more = offset + k, page.more
     return pages
@@ -189,3 +205,45 @@ def test_openapi_declares_paging(client):
     response = schema["components"]["schemas"]["SearchResponse"]["properties"]
     assert {"offset", "next_offset"} <= set(response)
     assert "folded" in schema["components"]["schemas"]["SearchHit"]["properties"]
+
+
+# -- hybrid search: one fusion on both backends (issue 22) --------------------------------
+
+def _captions(count: int) -> list[str]:
+    words = ["sunset", "beach", "cat", "dog", "#travel", "café", "東京"]
+    return [f"post {i} " + " ".join(words[(i * j) % len(words)] for j in (1, 2, 3) if (i + j) % 4)
+            for i in range(count)]
+
+
+def test_hybrid_pages_are_the_reference_fusion_on_both_backends(corpus, tmp_path):
+    """The same query on the embedded index and on Elasticsearch (its answers stood in for by
+    exact search and a BM25 index of the same tokens) pages through the same fused list: RRF
+    written out here from the exact vector ranking and the keyword ranking."""
+    from imgsearch_pipeline.core.keywords import TantivyKeywordIndex, write_tantivy_index
+
+    ids, matrix = corpus
+    captions = _captions(DOCS)
+    write_tantivy_index(tmp_path / "keywords.tar", ids, captions)
+    keywords = TantivyKeywordIndex(tmp_path / "keywords.tar")
+    faiss_index = FaissHnswIndex(root=str(tmp_path / "faiss"))
+    faiss_index.build("v1", DIM, [IndexBatch(ids, matrix, captions)])
+    es_index = ElasticsearchIndex(url="http://127.0.0.1:9")
+    es_index._client = ExactElasticsearch(ids, matrix, keywords)
+    query, text = unit_vectors(1, DIM, seed=5)[0], "sunset #travel"
+    pictures = exact_ranking(corpus, query)[:100]
+    words = [hit.uuid for hit in keywords.search(text, 100)]
+    assert len(words) > 20  # both rankings are long enough to matter
+    fused = {}
+    for ranking in (pictures, words):
+        for rank, uuid in enumerate(ranking, start=1):
+            fused[uuid] = fused.get(uuid, 0.0) + 1.0 / (60 + rank)
+    reference = sorted(fused, key=lambda u: -fused[u])[:100]  # the list ends at the window
+    for index in (faiss_index, es_index):
+        service = service_over(index, corpus)
+        pages = walk_pages(service, query, 7, text=text, mode="hybrid", num_candidates=DOCS)
+        got = [uuid for page in pages for uuid in page]
+        assert len(got) == 100 and len(set(got)) == 100
+        # In the reference's order, up to hits of equal fused score.
+        assert [round(fused[u], 12) for u in got] == [round(fused[u], 12) for u in reference]
+        assert set(got) == set(reference) or min(fused[u] for u in got) == min(fused[u] for u in reference)
+

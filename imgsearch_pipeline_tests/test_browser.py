@@ -5,7 +5,8 @@ recorded) and under a strict Content-Security-Policy (no inline script or style)
 test fails if the page tried the network or broke the policy. What the page shows is
 compared with what the API answers for the same search.
 
-IMGSEARCH_WRITE_SCREENSHOTS=1 writes the screenshots under docs/ (light, dark, phone).
+IMGSEARCH_WRITE_SCREENSHOTS=1 writes the screenshots under docs/ (light, dark, phone, and
+hybrid search in light and dark).
 """
 
 import contextlib
@@ -185,6 +186,35 @@ def uuids(body: dict) -> list[str]:
     return [hit["uuid"] for hit in body["hits"]]
 
 
+def cards(page) -> list[dict]:
+    """What each card of the grid shows: its score, found-by badge, caption and marked words."""
+    return page.eval_on_selector_all("#results .hit:not(.folded-hit)", """cards => cards.map(c => ({
+        uuid: c.dataset.uuid, score: c.querySelector('.value').textContent,
+        found_by: c.querySelector('.found').textContent,
+        caption: c.querySelector('.caption').textContent,
+        marks: [...c.querySelectorAll('.caption mark')].map(m => m.textContent)}))""")
+
+
+def as_shown(hit: dict) -> dict:
+    """What a card should show for ``hit`` of an API answer."""
+    score = (f"{hit['score']:.3f}" if hit["score"] is not None
+             else f"BM25 {hit['keyword_score']:.2f}")
+    return {"uuid": hit["uuid"], "score": score, "found_by": hit["found_by"],
+            "caption": hit["caption"] or "",
+            "marks": [segment["text"] for segment in hit["highlight"] if segment["mark"]]}
+
+
+def colour_tag(demo, post: str) -> str:
+    """The second hashtag of a demo caption without its '#', e.g. 'pink' of '#brownStripes #pink'."""
+    return [word[1:] for word in demo.posts[post]["caption"].split() if word.startswith("#")][1]
+
+
+def save(page) -> dict:
+    with page.expect_download() as download:
+        page.click("#download")
+    return json.loads(Path(download.value.path()).read_text())
+
+
 # -- picture search ----------------------------------------------------------------------
 
 
@@ -195,7 +225,9 @@ def test_upload_through_the_page_shows_near_duplicates_first(page, server, demo,
     open_page(page, server)
     page.wait_for_function("() => document.getElementById('status').textContent.includes('images')")
     assert "faiss-hnsw" in page.text_content("#status")
-    assert page.is_disabled("#text")  # colour-texture has no text side: the page says so
+    # colour-texture has no text tower: no mode switch, words match captions, the page says so
+    assert page.is_hidden("#mode") and "captions only" in page.text_content("#mode-hint")
+    assert page.is_enabled("#text")
 
     shown = act(page, lambda: page.set_input_files("#file", str(picture)))
     assert shown == uuids(api_upload(server, demo.image(query), k=20))
@@ -391,6 +423,7 @@ def test_text_search_deep_link_and_back(page, text_server):
     first = open_page(page, f"{text_server}/?q={words.replace(' ', '+')}&k=7")
     assert first == uuids(api(text_server, "/search", text=words, k=7))
     assert page.input_value("#text") == words and page.input_value("#k") == "7"
+    assert page.is_checked("#mode input[value=hybrid]") and page.is_visible("#mode")
 
     def search(text):
         page.fill("#text", text)
@@ -401,6 +434,110 @@ def test_text_search_deep_link_and_back(page, text_server):
     assert address(page) == {"q": ["green stripes"], "k": ["7"]}
     assert act(page, page.go_back) == first
     assert page.input_value("#text") == words
+
+    # The mode is an option of the address: switching re-runs, Back/Forward and links repeat it.
+    keyword = act(page, lambda: page.click("#mode input[value=keyword] + span"))
+    assert keyword == uuids(api(text_server, "/search", text=words, k=7, mode="keyword"))
+    assert address(page) == {"q": [words], "k": ["7"], "mode": ["keyword"]}
+    semantic = act(page, lambda: page.click("#mode input[value=semantic] + span"))
+    assert semantic == uuids(api(text_server, "/search", text=words, k=7, mode="semantic"))
+    assert act(page, page.go_back) == keyword and page.is_checked("#mode input[value=keyword]")
+    assert act(page, page.go_back) == first and page.is_checked("#mode input[value=hybrid]")
+    assert act(page, page.go_forward) == keyword and page.is_checked("#mode input[value=keyword]")
+    assert "keyword" in page.text_content("#query-label")
+    assert open_page(page, f"{text_server}/?q=green+stripes&mode=semantic") == uuids(
+        api(text_server, "/search", text="green stripes", k=20, mode="semantic"))
+    assert page.is_checked("#mode input[value=semantic]")
+
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid", "semantic"])
+def test_word_search_shows_the_api_answer_with_highlights_and_badges(page, text_server, mode):
+    words = "red circle"
+    body = api(text_server, "/search", text=words, k=12, mode=mode)
+    assert body["mode"] == mode and body["note"] is None
+    open_page(page, f"{text_server}/?q=red+circle&k=12&mode={mode}")
+    assert cards(page) == [as_shown(hit) for hit in body["hits"]]
+    if mode != "semantic":
+        assert page.locator("#results .caption mark").count() > 0
+    assert page.is_hidden("#notice")
+    assert f"· {mode}:" in page.text_content("#query-label")
+
+    record = save(page)
+    assert record["mode"] == record["search"]["mode"] == mode
+    assert record["fusion"] == body["fusion"] and record["note"] is None
+    assert (record["fusion"] is not None) == (mode == "hybrid")
+    assert record["hits"] == body["hits"]
+
+
+def test_picture_with_words_searches_both(page, server, demo, tmp_path):
+    query = demo.held_out_with_twins(twins=4)[0]
+    data = demo.image(query)
+    picture = tmp_path / "mine.jpg"
+    picture.write_bytes(data)
+    words = colour_tag(demo, query)
+    open_page(page, server)
+    posts = []
+    page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
+
+    # Words typed, then a picture picked: both go in one POST (the words as a form field).
+    page.fill("#text", words)
+    shown = act(page, lambda: page.set_input_files("#file", str(picture)))
+    body = api_upload(server, data, k=20, text=words)
+    assert body["mode"] == "hybrid" and {h["found_by"] for h in body["hits"]} >= {"both"}
+    assert cards(page) == [as_shown(hit) for hit in body["hits"]]
+    assert shown == uuids(body)
+    assert page.locator("#results .caption mark").count() > 0
+    assert address(page) == {"picture": ["1"], "q": [words]}  # the words, never the picture
+    label = page.text_content("#query-label")
+    assert f"with the words “{words}”" in label and "· hybrid:" in label
+    assert page.text_content("#text-go") == "Search with words" and page.is_visible("#clear-picture")
+    assert len(posts) == 1 and "text=" not in posts[0].url
+    assert b'name="text"' in posts[0].post_data_buffer and words.encode() in posts[0].post_data_buffer
+    record = save(page)
+    assert record["mode"] == "hybrid" and record["fusion"] == body["fusion"]
+    assert record["search"]["kind"] == "picture" and record["search"]["text"] == words
+    assert record["address"] is None
+
+    # Words cleared: the held picture alone; typed again: both again.
+    alone = act(page, lambda: (page.fill("#text", ""), page.press("#text", "Enter")))
+    assert alone == uuids(api_upload(server, data, k=20))
+    assert address(page) == {"picture": ["1"]} and "· semantic:" in page.text_content("#query-label")
+    again = act(page, lambda: (page.fill("#text", words), page.press("#text", "Enter")))
+    assert again == shown and len(posts) == 3
+
+    # The picture removed: the words alone, matched against captions (no text tower here).
+    keyword = act(page, lambda: page.click("#clear-picture"))
+    answer = api(server, "/search", text=words, k=20)
+    assert answer["mode"] == "keyword" and "no text tower" in answer["note"]
+    assert cards(page) == [as_shown(hit) for hit in answer["hits"]]
+    assert keyword == uuids(answer) and all(c["found_by"] == "words" for c in cards(page))
+    assert all(c["score"].startswith("BM25 ") for c in cards(page))  # score is null: BM25 shown
+    assert "keyword search" in page.text_content("#notice") and page.is_visible("#notice")
+    assert address(page) == {"q": [words]} and page.is_hidden("#preview")
+    assert page.is_hidden("#clear-picture") and page.text_content("#text-go") == "Search"
+    record = save(page)
+    assert record["mode"] == "keyword" and record["note"] == answer["note"]
+    assert record["search"]["mode"] == "hybrid"  # asked for; the answer says what was done
+    assert len(posts) == 3
+
+    # A reload keeps the words and asks for the picture again.
+    act(page, page.go_back)
+    assert act(page, page.reload) == [] and "pick it again" in page.text_content("#notice")
+    assert page.input_value("#text") == words
+
+
+def test_min_similarity_cuts_the_list(page, server, demo):
+    post = sorted(demo.indexed)[5]
+    full = api(server, f"/images/{post}/similar", k=20)["hits"]
+    cut = f"{full[8]['score'] - 0.0001:.4f}"
+    body = api(server, f"/images/{post}/similar", k=20, min_score=cut)
+    assert 0 < len(body["hits"]) < 20 and body["min_score"] == float(cut)
+    assert open_page(page, f"{server}/?like={post}") == uuids(api(server, f"/images/{post}/similar", k=20))
+    shown = act(page, lambda: (page.fill("#min", cut), page.press("#min", "Enter")))
+    assert shown == uuids(body)
+    assert address(page) == {"like": [post], "min": [str(float(cut))]}
+    assert save(page)["min_score"] == float(cut)
+    assert open_page(page, page.url) == shown and page.input_value("#min") == str(float(cut))
 
 
 # -- API keys ------------------------------------------------------------------------------
@@ -481,3 +618,32 @@ def test_screenshots_light_dark_and_phone(browser, server, demo, tmp_path):
             page.screenshot(path=str(folder / name))
         finally:
             tab.close()
+
+
+def test_screenshots_hybrid_light_and_dark(browser, server, demo, tmp_path):
+    """A picture with the words of its colour hashtag: marked words and all three badges."""
+    query = demo.held_out_with_twins(twins=4)[0]
+    picture = tmp_path / "query.jpg"
+    picture.write_bytes(demo.image(query))
+    words = colour_tag(demo, query)
+    folder = DOCS if WRITE_SCREENSHOTS else tmp_path
+    for name, scheme in (("screenshot-hybrid.png", "light"), ("screenshot-hybrid-dark.png", "dark")):
+        tab = Tab(browser, color_scheme=scheme)
+        try:
+            page = tab.page
+            page.set_viewport_size({"width": 1200, "height": 1000})  # two rows of cards
+            open_page(page, f"{server}/?k=20&fold=1")
+            page.fill("#text", words)
+            act(page, partial(page.set_input_files, "#file", str(picture)))
+            page.wait_for_function("() => [...document.querySelectorAll('#results img')].slice(0, 12)"
+                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=10_000)
+            shown = cards(page)
+            assert {card["found_by"] for card in shown[:12]} == {"picture", "words", "both"}
+            assert all(card["marks"] for card in shown if card["found_by"] != "picture")
+            mark = page.eval_on_selector("#results mark", "m => getComputedStyle(m).backgroundColor")
+            assert mark not in ("", "rgba(0, 0, 0, 0)")
+            page.evaluate("document.activeElement.blur()")  # no focus ring in the picture
+            page.screenshot(path=str(folder / name))
+        finally:
+            tab.close()
+

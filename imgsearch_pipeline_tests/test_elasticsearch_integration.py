@@ -310,3 +310,49 @@ def test_an_incremental_version_is_a_clone_plus_added_minus_removed(indices):
         expected = [ids[i] for i in np.argsort(-scores)[:10]]
         assert {h.uuid for h in hits} == set(expected)
         assert not set(removed) & {h.uuid for h in hits}
+
+
+def test_keyword_search_hybrid_search_and_min_score(indices):
+    """Captions are BM25-searchable through their keyword tokens: a caption with more of the
+    query's words ranks above those with fewer, one without any is not found; search_both
+    answers both rankings (one _msearch, no licensed retriever); min_score drops the hits
+    less similar than the cutoff."""
+    index = indices()
+    vectors = unit_vectors(6, 8, 37)
+    captions = ["a red cat", "a blue cat", "a red dog", "#Sunset over the sea", "green cat",
+                "Café at sunset 🌅"]
+    splits = ["train", "train", "train", "train", "test", "train"]
+    index.build("v1", 8, [batch("w", vectors, captions, splits)])
+    index.publish("v1")
+    name = f"{index.index_name}-v1"
+    mapping = index.client().indices.get_mapping(index=name).body[name]["mappings"]
+    assert mapping["properties"]["caption_keywords"]["analyzer"] == "caption_keywords"
+
+    words = index.keyword_search("Red cat", 6)
+    assert words[0].uuid == "w-0000"  # both words, above the captions with one
+    assert {h.uuid for h in words} == {"w-0000", "w-0001", "w-0002", "w-0004"}
+    assert words[0].score > words[1].score >= words[-1].score > 0
+    assert words[0].caption == "a red cat"
+    # the project's tokens: a hashtag query finds the tag only, a word finds word and tag
+    assert [h.uuid for h in index.keyword_search("#sunset", 6)] == ["w-0003"]
+    assert {h.uuid for h in index.keyword_search("SUNSET", 6)} == {"w-0003", "w-0005"}
+    assert {h.uuid for h in index.keyword_search("cat", 6, search_filter=SearchFilter(
+        split="train"))} == {"w-0000", "w-0001"}
+    assert index.keyword_search(" ,.! ", 6) == []
+
+    pictures, found = index.search_both(vectors[1], "red cat", 3, 50)
+    assert pictures[0].uuid == "w-0001" and pictures[0].score == pytest.approx(1.0, abs=1e-3)
+    assert len(pictures) == 3 and len(found) == 3 and found[0].uuid == "w-0000"
+    assert found[0].score == pytest.approx(words[0].score, rel=1e-5)  # BM25, as alone
+    assert index.search_both(None, "red cat", 3, 50) == ([], found)
+
+    similarity = vectors @ vectors[1]
+    order = np.argsort(-similarity)
+    cutoff = float(similarity[order[2]] + similarity[order[3]]) / 2  # between 3rd and 4th
+    expected = [f"w-{i:04d}" for i in order[:3]]
+    close = index.search(vectors[1], 6, 50, min_score=cutoff)
+    assert [h.uuid for h in close] == expected
+    assert all(h.score >= cutoff - 1e-3 for h in close)
+    assert len(index.search(vectors[1], 6, 50)) == 6  # without the cutoff: all of them
+    pictures, found = index.search_both(vectors[1], "red cat", 6, 50, min_score=cutoff)
+    assert [h.uuid for h in pictures] == expected and len(found) == 4

@@ -154,3 +154,31 @@ def test_the_ground_truth_table_reads_back_as_the_evaluation_queries():
     assert evaluation_queries(truth, k=10).expected == truth["neighbours"]
     with pytest.raises(ValueError, match="materialize ground_truth again"):
         evaluation_queries({"query": []}, k=10)
+
+
+def test_a_timing_budget_stops_after_the_minimum_and_any_prefix_is_a_sample():
+    from imgsearch_pipeline.core.evaluation import timing_order
+
+    corpus, queries, ids, truth = _data(1)
+    order = timing_order(len(queries))
+    assert sorted(order.tolist()) == list(range(len(queries)))  # every query, once
+    assert order.tolist() == timing_order(len(queries)).tolist()  # the same order each run
+    assert order.tolist() != list(range(len(queries)))  # shuffled: a prefix spans the set
+    clock = Clock()
+
+    def ann(vector):
+        clock.now += 0.5
+
+    def exact(vector):
+        clock.now += 1.0
+
+    # 1.5 s a query: a 4 s budget is spent after 3 queries, but at least 5 are timed.
+    ann_s, exact_s = time_interleaved(ann, exact, queries, order, warmup=0, clock=clock,
+                                      budget_s=4.0, minimum=5)
+    timed = [i for i, s in enumerate(exact_s) if s is not None]
+    assert sorted(timed) == sorted(order[:5].tolist())
+    assert [i for i, s in enumerate(ann_s) if s is not None] == timed
+    # A budget larger than the whole set: every query is timed.
+    ann_s, _ = time_interleaved(ann, exact, queries, order, warmup=0, clock=clock,
+                                budget_s=1e6, minimum=5)
+    assert None not in ann_s

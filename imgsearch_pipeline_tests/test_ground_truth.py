@@ -249,3 +249,17 @@ def test_memory_does_not_grow_with_the_corpus(tmp_path):
     large = _peak_bytes(tmp_path / "large", 8_000, dim, buffer_bytes)
     assert large < 1.2 * small, (small, large)
     assert large < 8_000 * dim * 4 / 2  # well below the corpus's vectors held at once
+
+
+def test_a_truth_first_computed_over_no_corpus_is_brought_up_to_date(tmp_path):
+    """The first run found test queries but no train vector yet; the next, with some, must
+    not trip over the empty record of the previous corpus."""
+    store = Store(tmp_path / "embeddings")
+    location = tmp_path / "truth" / "ground_truth.parquet"
+    store.add(_ids("q", 5))
+    first = run(store, set(), set(_ids("q", 5)), location)
+    assert first.corpus == 0 and first.queries == 5
+    store.add(_ids("t", 30))
+    second = run(store, set(_ids("t", 30)), set(_ids("q", 5)), location)
+    assert second.added == 30 and not second.full
+    check(store, set(_ids("t", 30)), set(_ids("q", 5)), location, tmp_path)

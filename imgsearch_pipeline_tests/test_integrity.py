@@ -3,15 +3,19 @@
 import hashlib
 import json
 import math
+import os
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from imgsearch_pipeline.api.service import credible_score
+from imgsearch_pipeline.core import integrity
 from imgsearch_pipeline.core.integrity import (
     IntegrityError,
     part_manifest_name,
+    verified_marker_name,
     verify_manifest,
     verify_part,
     write_checked_table,
@@ -68,6 +72,109 @@ def test_missing_or_hostile_manifest_is_refused(tmp_path, manifest):
     with pytest.raises(IntegrityError) as caught:
         verify_manifest(folder)
     assert caught.value.file == "manifest.json"
+
+
+def _settled(monkeypatch):
+    """Files written before now count as settled (not "racily clean"), and the coarse clock
+    that stamps ctime moves on before the next write (a tick is at most ~10 ms)."""
+    monkeypatch.setattr(integrity, "RACY_NS", 0)
+    time.sleep(0.05)
+
+
+def _no_hashing(monkeypatch):
+    def refuse(location):
+        raise AssertionError(f"hashed {location} again")
+
+    monkeypatch.setattr(integrity, "file_sha256", refuse)
+
+
+def test_a_full_check_is_remembered_and_not_repeated(tmp_path, monkeypatch):
+    folder = _folder(tmp_path)
+    _settled(monkeypatch)
+    listed = verify_manifest(folder, remember=True)
+    assert (folder / verified_marker_name()).is_file()
+    _no_hashing(monkeypatch)
+    assert verify_manifest(folder, remember=True) == listed
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: p.write_bytes(p.read_bytes()[:50] + b"\xff" * 16 + p.read_bytes()[66:]),  # same size
+    # the same size and mtime put back: ctime still moves (no program can set it)
+    lambda p: (lambda st: (p.write_bytes(b"\0" * st.st_size),
+                           os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))))(p.stat()),
+    lambda p: (p.with_name("x").write_bytes(p.read_bytes()[::-1]), p.with_name("x").replace(p)),
+])
+def test_damage_after_a_remembered_check_is_still_found(tmp_path, monkeypatch, damage):
+    folder = _folder(tmp_path)
+    _settled(monkeypatch)
+    verify_manifest(folder, remember=True)
+    time.sleep(0.05)
+    damage(folder / "a.bin")
+    with pytest.raises(IntegrityError) as caught:
+        verify_manifest(folder, remember=True)
+    assert caught.value.file == "a.bin" and "checksum mismatch" in caught.value.reason
+
+
+def test_files_changed_just_before_a_check_are_not_remembered(tmp_path):
+    folder = _folder(tmp_path)  # written just now: a change in the same tick would not show
+    verify_manifest(folder, remember=True)
+    assert not (folder / verified_marker_name()).exists()
+
+
+def test_a_marker_vouches_only_for_its_own_manifest(tmp_path, monkeypatch):
+    folder = _folder(tmp_path)
+    _settled(monkeypatch)
+    verify_manifest(folder, remember=True)
+    (folder / "b.txt").write_text("other")
+    write_manifest(folder, ["a.bin", "b.txt"])  # a new manifest: the marker is not its own
+    hashed = []
+    real = integrity.file_sha256
+    monkeypatch.setattr(integrity, "file_sha256", lambda p: hashed.append(p) or real(p))
+    verify_manifest(folder, remember=True)
+    assert len(hashed) == 2
+
+
+def test_parts_are_remembered(tmp_path, monkeypatch):
+    part, _ = _part(tmp_path, ["a", "b"])
+    _settled(monkeypatch)
+    verify_part(part)
+    assert (tmp_path / verified_marker_name(part_manifest_name(part))).is_file()
+    _no_hashing(monkeypatch)
+    assert embedding_parts(tmp_path) == ([str(part)], {})
+    time.sleep(0.05)
+    part.write_bytes(part.read_bytes()[:-1] + b"\0")
+    monkeypatch.undo()
+    assert list(embedding_parts(tmp_path)[1]) == ["part-0.parquet"]
+
+
+def test_a_file_that_starts_with_another_reuses_its_chunk_hashes(tmp_path, monkeypatch):
+    """An incremental version's vectors: its base's bytes, then new rows. Only the chunks
+    past the base's whole ones are hashed; the entry is the one a fresh hash gives, and a
+    copy that went wrong is still found by the first check."""
+    monkeypatch.setattr(integrity, "CHUNK_BYTES", 1000)
+    base, grown = tmp_path / "base", tmp_path / "grown"
+    base.mkdir(), grown.mkdir()
+    data = np.random.default_rng(0).bytes(3500)
+    (base / "v.f32").write_bytes(data)
+    write_manifest(base, ["v.f32"], chunked={"v.f32": None})
+    entry = integrity.manifest_entries(base)["v.f32"]
+    assert entry["bytes"] == 3500 and len(entry["chunk_sha256"]) == 4
+    assert entry["chunk_sha256"][1] == hashlib.sha256(data[1000:2000]).hexdigest()
+    (grown / "v.f32").write_bytes(data + b"new rows" * 100)
+    started = []
+    real = integrity.chunk_sha256s
+    monkeypatch.setattr(integrity, "chunk_sha256s",
+                        lambda p, start=0, chunk_bytes=1000: started.append(start)
+                        or real(p, start, chunk_bytes))
+    write_manifest(grown, ["v.f32"], chunked={"v.f32": entry})
+    assert started == [3]  # the base's 3 whole chunks reused, its last partial one hashed again
+    fresh = integrity._chunked_entry(grown / "v.f32", None)
+    assert integrity.manifest_entries(grown)["v.f32"] == fresh
+    verify_manifest(grown)
+    (grown / "v.f32").write_bytes(b"X" + data[1:] + b"new rows" * 100)  # a bad copy
+    write_manifest(grown, ["v.f32"], chunked={"v.f32": entry})
+    with pytest.raises(IntegrityError, match="checksum mismatch"):
+        verify_manifest(grown)
 
 
 def _part(folder, uuids, seed=0):
@@ -134,11 +241,19 @@ def test_vector_groups_come_from_one_pass_with_the_rows_written(tmp_path, monkey
     reads = []
     real = vectors_module.read_table
     monkeypatch.setattr(vectors_module, "read_table",
-                        lambda *a, **kw: reads.append(a[0]) or real(*a, **kw))
+                        lambda *a, **kw: reads.append((a[0], *kw["columns"])) or real(*a, **kw))
     together = vectors_module.read_vector_groups(tmp_path, [train, test, None])
-    assert len(reads) == 2  # each part once, for all three groups
+    # each part's uuids once and its vectors once, for all three groups
+    assert sorted(reads) == sorted((str(p), c) for p in tmp_path.glob("part-*.parquet")
+                                   for c in ("uuid", "vector"))
     expected = [["a", "c", "e"], ["b", "d"], ["a", "b", "c", "d", "e"]]
     for (ids, matrix), names in zip(together, expected, strict=True):
         assert ids == names
         np.testing.assert_array_equal(matrix, np.stack([written[n] for n in names]))
+    reads.clear()
     assert vectors_module.read_vector_groups(tmp_path, [{"missing"}])[0][1].shape == (0, 0)
+    assert [c for _, c in reads] == ["uuid", "uuid"]  # no part holds one: no vectors decoded
+    reads.clear()
+    ids, matrix = vectors_module.read_vectors(tmp_path, only={"d", "e"})
+    assert ids == ["d", "e"] and np.array_equal(matrix, second[1:])
+    assert [c for _, c in reads] == ["uuid", "uuid", "vector"]  # only the part holding them

@@ -1,5 +1,7 @@
-"""Caption keyword search: the tokens of Instagram-like captions, and the FTS5 index's BM25
-ranking checked against an independent BM25 (rank_bm25, with FTS5's constants and idf)."""
+"""Caption keyword search: the tokens of Instagram-like captions; the project's tantivy index's
+ranking checked against Lucene's BM25 written out in numpy, and the benchmark's FTS5 engine
+(``benchmarks/fts5.py``, what tantivy was compared with) against an independent BM25
+(rank_bm25, with FTS5's constants and idf)."""
 
 import math
 import os
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
+from benchmarks import fts5
 from imgsearch_pipeline.core import keywords as kw
 
 # -- tokens ----------------------------------------------------------------------------
@@ -54,9 +57,9 @@ def test_highlight_spans_point_into_the_original_caption():
 
 
 def test_match_expressions_quote_every_token():
-    assert kw.match_expression(['a"b', "near"]) == '"a""b" OR "near"'
+    assert fts5.match_expression(['a"b', "near"]) == '"a""b" OR "near"'
     with pytest.raises(ValueError, match="at least one token"):
-        kw.match_expression([])
+        fts5.match_expression([])
 
 
 # -- the index -------------------------------------------------------------------------
@@ -74,11 +77,10 @@ POSTS = {
 
 
 def engine(name: str):
-    """(writer, reader) of an engine: SQLite FTS5, or tantivy where it is installed."""
+    """(writer, reader) of an engine: the project's tantivy, or the benchmark's FTS5."""
     if name == "tantivy":
-        pytest.importorskip("tantivy")
         return kw.write_tantivy_index, kw.TantivyKeywordIndex
-    return kw.write_keyword_index, kw.KeywordIndex
+    return fts5.write_keyword_index, fts5.KeywordIndex
 
 
 @pytest.fixture(params=["fts5", "tantivy"])
@@ -177,15 +179,15 @@ def test_write_is_atomic_and_refuses_bad_input(tmp_path, engine_name):
 
 def test_an_index_of_another_tokenizer_version_is_refused(tmp_path):
     path = tmp_path / "keywords.sqlite"
-    kw.write_keyword_index(path, ["a"], ["caption"])
+    fts5.write_keyword_index(path, ["a"], ["caption"])
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {kw.TOKENIZER_VERSION + 1}")
     db.commit()
     db.close()
     with pytest.raises(ValueError, match="rebuild"):
-        kw.KeywordIndex(path)
+        fts5.KeywordIndex(path)
     with pytest.raises(FileNotFoundError):
-        kw.KeywordIndex(tmp_path / "missing.sqlite")
+        fts5.KeywordIndex(tmp_path / "missing.sqlite")
 
 
 def test_searches_from_many_threads(index):
@@ -252,8 +254,8 @@ def test_keyword_ranking_is_the_reference_bm25_ranking(tmp_path):
     captions = generated_captions(3000)
     ids = list(captions)
     path = tmp_path / "keywords.sqlite"
-    kw.write_keyword_index(path, ids, list(captions.values()))
-    index = kw.KeywordIndex(path)
+    fts5.write_keyword_index(path, ids, list(captions.values()))
+    index = fts5.KeywordIndex(path)
     corpus = [kw.caption_tokens(c) for c in captions.values()]
     rng = random.Random(11)
     queries = ["sunset", "#sunset", "zurich", "東京 夜景", "☕ coffee", "dog cat sea", "@friend.3",
@@ -297,7 +299,6 @@ def lucene_reference_ranking(corpus: list[list[str]], ids: list[str],
 
 
 def test_tantivy_ranking_is_the_reference_lucene_bm25_ranking(tmp_path):
-    pytest.importorskip("tantivy")
     captions = generated_captions(3000)
     ids = sorted(captions)
     path = tmp_path / "keywords.tar"

@@ -62,6 +62,9 @@ def test_sweep_stops_one_depth_past_the_first_that_reaches_the_target():
     sweep = sweep_depths(fake_measure(recalls, calls), depths, 10, 0.997)
     assert sweep.reached and sweep.chosen == first == 384
     assert calls == depths[: depths.index(first) + 2]  # one beyond, for the curve
+    calls.clear()
+    alone = sweep_depths(fake_measure(recalls, calls), depths, 10, 0.997, beyond=0)
+    assert calls == depths[: depths.index(first) + 1] and alone.chosen == first  # the same choice
     assert sweep.record() == {"num_candidates": 384, "k": 10, "target": 0.997,
                               "mean_recall": recalls[384], "p50_ms": 3.84}
     assert sweep.verdict() == ("search depth 384: mean recall@10 0.9974 >= target 0.997 "

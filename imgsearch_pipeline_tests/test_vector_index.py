@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgsearch_pipeline.core import keywords as kw
 from imgsearch_pipeline.core.integrity import IntegrityError
 from imgsearch_pipeline.resources.vector_index import (
+    KEYWORDS_FILE,
     VECTORS_FILE,
     FaissHnswIndex,
     IndexBatch,
@@ -285,3 +287,160 @@ def test_an_incremental_version_refuses_what_its_base_cannot_hold(tmp_path):
         index.build("v3", DIM, [again], base="v1")
     with pytest.raises(ValueError, match="build in full"):
         FaissHnswIndex(root=str(tmp_path), codes="fp16").build("v4", DIM, [], base="v1")
+
+
+# -- caption keyword search and the similarity cutoff (issue 22) -------------------------
+
+def test_keyword_search_ranks_a_versions_captions_as_the_reference_bm25(tmp_path):
+    from .test_keywords import generated_captions, lucene_reference_ranking
+
+    generated = generated_captions(N, seed=3)
+    captions = [generated[f"u{i:05d}"] for i in range(N)]
+    index = FaissHnswIndex(root=str(tmp_path), m=16, ef_construction=100)
+    index.build("v1", DIM, [IndexBatch(IDS, CORPUS, captions, SPLITS, [""] * N)])
+    index.publish("v1")
+    order = sorted(range(N), key=lambda i: IDS[i])
+    corpus = [kw.caption_tokens(captions[i]) for i in order]
+    for query in ("sunset", "#sunset", "東京 夜景", "dog cat sea", "Zürich ☕"):
+        expected = lucene_reference_ranking(corpus, [IDS[i] for i in order], kw.query_tokens(query))
+        hits = index.keyword_search(query, 50)
+        assert [h.uuid for h in hits] == [u for u, _ in expected[:50]], query
+        assert [h.score for h in hits] == pytest.approx([s for _, s in expected[:50]], rel=1e-6)
+        assert all(h.caption == captions[IDS.index(h.uuid)] for h in hits)
+    # The caption filter and the split keep their posts without changing their scores.
+    train = index.keyword_search("sunset", 20, search_filter=SearchFilter(split="train"))
+    assert train and all(SPLITS[IDS.index(h.uuid)] == "train" for h in train)
+    assert index.keyword_search(" ;; ", 5) == []
+
+
+def test_an_incremental_version_never_finds_a_removed_caption(tmp_path):
+    captions = [f"post {i} #tag{i % 7} {'sunset' if i % 5 == 0 else 'beach'}" for i in range(N)]
+    index = FaissHnswIndex(root=str(tmp_path), m=16, ef_construction=100)
+
+    def batch(rows: range) -> IndexBatch:
+        return IndexBatch([IDS[i] for i in rows], CORPUS[list(rows)], [captions[i] for i in rows],
+                          [SPLITS[i] for i in rows], [""] * len(rows))
+
+    index.build("v1", DIM, [batch(range(0, 1200))])
+    removed = [IDS[i] for i in range(0, 1200, 10)]  # every one of them says "sunset"
+    index.build("v2", DIM, [batch(range(1200, 1500))], base="v1", removed=removed)
+    index.build("v3", DIM, [batch(range(0, 100, 10))], base="v2")  # ten come back
+    for version, present in (("v1", range(0, 1200)), ("v2", [i for i in range(1500) if i % 10 or i >= 1200]),
+                             ("v3", [i for i in range(1500) if i % 10 or i >= 1200 or i < 100])):
+        index.release(version)
+        found = {h.uuid for h in index.keyword_search("sunset", N, version=version)}
+        assert found == {IDS[i] for i in present if i % 5 == 0}, version
+        assert len(index.keyword_search("#tag3", N, version=version)) == sum(
+            1 for i in present if i % 7 == 3)
+
+
+def test_damaged_keyword_index_is_detected(tmp_path):
+    index = _build(tmp_path, "sq8")
+    index.release("v1")
+    path = tmp_path / "versions" / "v1" / KEYWORDS_FILE
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError):
+        index.keyword_search("red", 5, version="v1")
+
+
+def test_min_score_keeps_only_hits_at_least_that_similar(tmp_path):
+    index = _build(tmp_path, "sq8")
+    query = QUERIES[0]
+    ids, scores = _exact(query)
+    cutoff = float((scores[3] + scores[4]) / 2)
+    hits = index.search(query, K, 200, version="v1", min_score=cutoff)
+    assert [h.uuid for h in hits] == ids[:4]
+    assert all(h.score >= cutoff for h in hits)
+    assert index.search(query, K, 200, version="v1", min_score=1.0) == []
+
+
+def test_stored_vectors_are_what_the_exact_timing_scans(tmp_path):
+    """The report times the exact search on a version's own float vectors: every row it
+    holds, the removed ones kept out of the answers (as numpy's search over its documents)."""
+    from imgsearch_pipeline.core.evaluation import exact_search
+
+    index = FaissHnswIndex(root=str(tmp_path), m=16, ef_construction=100)
+    rows = range(0, 1200)
+    index.build("v1", DIM, [IndexBatch(IDS[:1200], CORPUS[:1200], CAPTIONS[:1200])])
+    removed = [IDS[i] for i in rows[::5]]
+    index.build("v2", DIM, [], base="v1", removed=removed)
+    vectors, excluded = index.stored_vectors("v2")
+    assert vectors.shape == (1200, DIM) and not vectors.flags.writeable
+    assert sorted(excluded.tolist()) == list(rows[::5])
+    kept = (np.arange(N) < 1200) & ~np.isin(IDS, removed)
+    for query in QUERIES[:10]:
+        assert [IDS[i] for i in exact_search(vectors, query, K, excluded)] == _exact(query, kept)[0]
+    flat = _build(tmp_path / "flat", "flat")
+    assert flat.stored_vectors("v1") is None  # nothing stored apart: the corpus is mapped
+
+
+def test_a_remembered_check_still_finds_later_damage(tmp_path, monkeypatch):
+    """A version verified once in full is not hashed again by the next process while its
+    files are as they were; damaged afterwards, it is refused all the same."""
+    import time
+
+    from imgsearch_pipeline.core import integrity
+
+    index = _build(tmp_path, "sq8")
+    monkeypatch.setattr(integrity, "RACY_NS", 0)  # files written just now count as settled
+    time.sleep(0.05)
+    index.search(QUERIES[0], K, 64, version="v1")
+    folder = tmp_path / "versions" / "v1"
+    assert (folder / integrity.verified_marker_name()).is_file()
+    index.release("v1")  # as a new process would
+    hashed = []
+    real = integrity.file_sha256
+    monkeypatch.setattr(integrity, "file_sha256", lambda p: hashed.append(p) or real(p))
+    index.publish("v1")
+    assert index.search(QUERIES[0], K, 64, version="v1") and hashed == []
+    index.release("v1")
+    time.sleep(0.05)  # the coarse clock that stamps ctime moves on
+    path = folder / VECTORS_FILE
+    data = bytearray(path.read_bytes())
+    data[1000:1004] = b"\x00\x00\x80\x7f"  # same size
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=VECTORS_FILE):
+        index.search(QUERIES[0], K, 64, version="v1")
+    with pytest.raises(IntegrityError, match=VECTORS_FILE):
+        index.publish("v1")
+
+
+@pytest.mark.parametrize("codes", ["sq8", "fp16", "flat"])
+def test_a_stored_count_without_loading_is_the_loaded_count(tmp_path, codes):
+    """A check's process counts a version from its verified files' headers; the same number
+    as the loaded version's, removed documents left out, damage refused."""
+    import faiss
+
+    from imgsearch_pipeline.resources import vector_index as module
+
+    index = _build(tmp_path, codes)
+    index.build("v2", DIM, [], base="v1", removed=IDS[:7])
+    for version, expected in (("v1", N), ("v2", N - 7)):
+        folder = tmp_path / "versions" / version
+        assert module._graph_size(folder / "index.faiss") == faiss.read_index(
+            str(folder / "index.faiss")).ntotal == N
+        assert index.stored_count(version) == expected
+        assert (tmp_path.resolve().as_posix(), version) not in {
+            (Path(r).as_posix(), v) for r, v in module._LOADED}  # counted, not loaded
+        assert index.count(version) == expected  # loads it (the API's warm start)
+        assert index.stored_count(version) == expected  # now from the loaded version
+        index.release(version)
+    path = tmp_path / "versions" / "v1" / "docs.parquet"
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(IntegrityError, match="docs.parquet"):
+        index.stored_count("v1")
+
+
+@pytest.mark.parametrize("codes", ["sq8", "flat"])
+def test_search_both_gives_the_two_searches_answers(tmp_path, codes):
+    index = _build(tmp_path, codes)
+    for query in QUERIES[:10]:
+        pictures, words = index.search_both(query, "red thing", 30, 200, version="v1")
+        assert pictures == index.search(query, 30, 200, version="v1")
+        assert words == index.keyword_search("red thing", 30, version="v1")
+    cutoff = index.search(QUERIES[0], 30, 200, version="v1")[9].score
+    pictures, _ = index.search_both(QUERIES[0], "red", 30, 200, version="v1", min_score=cutoff)
+    assert len(pictures) == 10 and min(h.score for h in pictures) >= cutoff
+    assert index.search_both(None, "blue", 5, 200, version="v1")[0] == []

@@ -80,8 +80,9 @@ def add_hardening(app: FastAPI, settings: ApiSettings) -> None:
 
 
 def truthful_openapi(app: FastAPI) -> dict:
-    """The schema of this server as configured: API keys declared only when required, and
-    text search left out when the served model has no text tower."""
+    """The schema of this server as configured: API keys declared only when required, the
+    fusion's settings stated in the text search's ``mode``, and a note there when the served
+    model has no text tower (every mode is then keyword search)."""
     if app.openapi_schema is None:
         app.openapi_schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
                                          routes=app.routes)
@@ -93,11 +94,26 @@ def truthful_openapi(app: FastAPI) -> dict:
             if not settings.auth_required:
                 operation.pop("security", None)
                 operation.get("responses", {}).pop("401", None)
-            if (path, method) == ("/search", "get") and service is not None \
-                    and not service.model.supports_text:
-                del operations[method]
-        if not operations:
-            del schema["paths"][path]
+            if (path, method) == ("/search", "get"):
+                _describe_modes(operation, settings, service)
     if not settings.auth_required:
         schema.get("components", {}).pop("securitySchemes", None)
     return schema
+
+
+def _describe_modes(operation: dict, settings: ApiSettings, service) -> None:
+    """The ``mode`` parameter's description, with this server's fusion settings."""
+    for parameter in operation.get("parameters", []):
+        if parameter.get("name") != "mode":
+            continue
+        schema = parameter.setdefault("schema", {})
+        schema["x-rrf"] = {"rank_constant": settings.rrf_rank_constant,
+                           "window": settings.rrf_window}
+        text = (f"{parameter.get('description', '')} Fusion: rank constant "
+                f"{settings.rrf_rank_constant} (IMGSEARCH_API_RRF_RANK_CONSTANT), the first "
+                f"{settings.rrf_window} hits of each ranking (IMGSEARCH_API_RRF_WINDOW); a hybrid "
+                f"list ends there.")
+        if service is not None and not service.model.supports_text:
+            text += (" The served model has no text tower: every mode is keyword search "
+                     "(the answer's `note` says so).")
+        parameter["description"] = text

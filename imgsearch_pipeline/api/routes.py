@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ..core.ids import UUID_PATTERN
 from ..core.images import decode_cost
 from ..core.integrity import IntegrityError
+from ..core.keywords import highlight_segments, matched_terms
 from ..resources.vector_index import SearchFilter
 from .auth import require_key, require_key_or_signature
 from .models import (
@@ -19,13 +20,16 @@ from .models import (
     MAX_CANDIDATES,
     MAX_DEPTH,
     MAX_K,
+    CaptionSegment,
     FoldedHit,
+    Fusion,
     Health,
+    Mode,
     SearchHit,
     SearchResponse,
 )
-from .service import BackendUnavailable, Page, SearchService, Timings
-from .upload import image_from_body, read_capped
+from .service import BackendUnavailable, Found, Page, SearchService, Timings, public_model_name
+from .upload import MAX_TEXT, read_capped, upload_from_body
 
 # Dependencies are `async def`: FastAPI runs plain `def` ones on the thread pool (a hop each).
 router = APIRouter()
@@ -53,6 +57,7 @@ class SearchOptions:
     search_filter: SearchFilter | None
     collapse: float | None
     offset: int = 0
+    min_score: float | None = None
 
     @property
     def page_size(self) -> int:
@@ -83,10 +88,15 @@ async def search_options(
         description=f"Paging: skip this many hits of the ranked list (the next page's offset is "
                     f"`next_offset` of the answer). A page ends at rank {MAX_DEPTH} at the deepest; "
                     "the search explores at least offset + k + 1 candidates.")] = 0,
+    min_score: Annotated[float | None, Query(
+        ge=-1.0, le=1.0,
+        description="Similarity cutoff: pictures less similar to the query (cosine) are not "
+                    "returned, so an answer may hold fewer than k hits. Words-only hits of "
+                    "hybrid search are kept.")] = None,
 ) -> SearchOptions:
     words = tuple(caption.split()) if caption else ()
     search_filter = SearchFilter(words, split) if words or split else None
-    return SearchOptions(k, num_candidates, search_filter, collapse, offset)
+    return SearchOptions(k, num_candidates, search_filter, collapse, offset, min_score)
 
 
 Options = Annotated[SearchOptions, Depends(search_options)]
@@ -106,21 +116,41 @@ def image_link(request: Request, uuid: str) -> str:
     return f"{link}?{request.app.state.signer.query(uuid)}" if settings.auth_required else link
 
 
-def _answer(request: Request, response: Response, service: SearchService, query: str,
+@dataclass(frozen=True)
+class Ask:
+    """What one search asks, as the answer reports it."""
+
+    query: Literal["image", "text", "similar"]
+    mode: Mode
+    text: str | None = None  # the words, for keyword and hybrid search (and highlighting)
+    note: str | None = None  # why the mode is not the one asked for
+
+
+def _answer(request: Request, response: Response, service: SearchService, ask: Ask,
             options: SearchOptions, page: Page, timings: Timings) -> SearchResponse:
     response.headers["Server-Timing"] = timings.header()
 
-    def fields(hit) -> dict:
+    def fields(hit: Found) -> dict:
+        terms = matched_terms(hit.caption, ask.text) if ask.text else ()
         return {"uuid": hit.uuid, "score": hit.score, "caption": hit.caption,
-                "image_url": image_link(request, hit.uuid)}
+                "image_url": image_link(request, hit.uuid), "found_by": hit.found_by,
+                "keyword_score": hit.keyword_score, "rrf_score": hit.rrf_score,
+                "matched_terms": list(terms),
+                "highlight": [CaptionSegment(text=piece, mark=marked) for piece, marked
+                              in highlight_segments(hit.caption, terms)] if terms else []}
 
     hits = [SearchHit(**fields(r.hit), duplicates=r.duplicates,
                       folded=[FoldedHit(**fields(f)) for f in r.folded])
             for r in page.results]
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
-        metrics.observe_stages(query, timings.stages)
-    return SearchResponse(query=query, k=options.k, offset=options.offset,
+        metrics.observe_stages(ask.query, timings.stages)
+    settings = service.settings
+    fusion = Fusion(rank_constant=settings.rrf_rank_constant, window=settings.rrf_window) \
+        if ask.mode == "hybrid" else None
+    return SearchResponse(query=ask.query, mode=ask.mode, fusion=fusion,
+                          min_score=None if ask.mode == "keyword" else options.min_score,
+                          note=ask.note, k=options.k, offset=options.offset,
                           next_offset=options.next_offset(page), model_id=service.model.model_id,
                           index_version=service.version, num_candidates=page.num_candidates,
                           hits=hits,
@@ -128,56 +158,82 @@ def _answer(request: Request, response: Response, service: SearchService, query:
 
 
 async def _embed_and_search(request: Request, response: Response, service: SearchService,
-                            options: SearchOptions, query: str,
-                            embed: Callable[[Timings], np.ndarray], pixels: int = 0) -> SearchResponse:
-    """Embed the query and search, in a worker thread; the vector never leaves it."""
+                            options: SearchOptions, ask: Ask,
+                            embed: Callable[[Timings], np.ndarray] | None, pixels: int = 0
+                            ) -> SearchResponse:
+    """Embed the query (not in keyword mode) and search, in a worker thread; the vector
+    never leaves it."""
     timings = Timings()
 
     def run() -> Page:
-        return service.search(embed(timings), k=options.page_size,
+        return service.search(None if embed is None else embed(timings), k=options.page_size,
                               num_candidates=options.num_candidates,
                               search_filter=options.search_filter, collapse=options.collapse,
-                              timings=timings, offset=options.offset)
+                              timings=timings, offset=options.offset,
+                              min_score=options.min_score, text=ask.text, mode=ask.mode)
 
     # Off the event loop, under the bounded queue: beyond it, 503 + Retry-After at once.
     page = await request.app.state.admission.run(run, pixels)
-    return _answer(request, response, service, query, options, page, timings)
+    return _answer(request, response, service, ask, options, page, timings)
 
 
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
         "type": "object", "required": ["image"],
-        "properties": {"image": {"type": "string", "format": "binary"}}}},
+        "properties": {"image": {"type": "string", "format": "binary"},
+                       "text": {"type": "string", "maxLength": MAX_TEXT,
+                                "description": "Caption words searched with the picture "
+                                               "(hybrid search), as the `text` parameter."}}}},
     "image/*": {"schema": {"type": "string", "format": "binary"}},
 }}}
+
+MODE_HELP = ("semantic: pictures close to the words (the model's text tower); keyword: BM25 "
+             "over the captions; hybrid: both rankings fused by reciprocal rank fusion.")
+
+
+Text = Annotated[str | None, Query(
+    max_length=MAX_TEXT,
+    description="Caption words to search with the picture: the picture's nearest posts and the "
+                "captions' BM25 matches fused (hybrid). Or a multipart field `text`.")]
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS, openapi_extra=UPLOAD_BODY,
              summary="Search by image", dependencies=KEY)
 async def search_by_image(request: Request, response: Response, service: Service,
-                          options: Options) -> SearchResponse:
+                          options: Options, text: Text = None) -> SearchResponse:
     """Upload an image (multipart field `image`, or a raw image/* body); get the closest posts.
+    With `text`, the posts whose captions match the words are fused in (hybrid).
 
     The image and its vector stay in memory for this request only.
     """
     body = await read_capped(request.stream(), service.settings.max_upload_bytes,
                              request.headers.get("content-length"))
-    data = image_from_body(body, request.headers.get("content-type"))
-    pixels = decode_cost(data, service.settings.decode_side)  # header only: picks the lane
-    return await _embed_and_search(request, response, service, options, "image",
-                                   lambda timings: service.embed_image(data, timings), pixels)
+    upload = upload_from_body(body, request.headers.get("content-type"))
+    words = text if text and text.strip() else upload.text
+    pixels = decode_cost(upload.image, service.settings.decode_side)  # header only: picks the lane
+    ask = Ask("image", "hybrid", words) if words else Ask("image", "semantic")
+    return await _embed_and_search(request, response, service, options, ask,
+                                   lambda timings: service.embed_image(upload.image, timings), pixels)
 
 
 @router.get("/search", response_model=SearchResponse, responses=ERRORS, summary="Search by text",
             dependencies=KEY)
 async def search_by_text(
     request: Request, response: Response, service: Service, options: Options,
-    text: Annotated[str, Query(min_length=1, max_length=500, pattern=r"\S",
+    text: Annotated[str, Query(min_length=1, max_length=MAX_TEXT, pattern=r"\S",
                                description="What to look for, in words.")],
+    mode: Annotated[Mode, Query(description=MODE_HELP)] = "hybrid",
 ) -> SearchResponse:
-    """Text-to-image search with the model's text tower (SigLIP); 400 for image-only models."""
-    return await _embed_and_search(request, response, service, options, "text",
-                                   lambda timings: service.embed_text(text, timings))
+    """Posts for words: pictures that match them (semantic: the model's text tower), captions
+    that hold them (keyword: BM25), or both fused (hybrid, the default). Where the model has no
+    text tower, the words are matched against captions only, and the answer's `note` says so."""
+    ask = Ask("text", mode, text)
+    if mode != "keyword" and not service.model.supports_text:
+        ask = Ask("text", "keyword", text, note=(
+            f"the index's model ({public_model_name(service.model.model_id)}) has no text "
+            f"tower: the words were matched against captions only (keyword search)"))
+    embed = None if ask.mode == "keyword" else (lambda timings: service.embed_text(text, timings))
+    return await _embed_and_search(request, response, service, options, ask, embed)
 
 
 @router.get("/images/{uuid}/similar", response_model=SearchResponse, responses=ERRORS,
@@ -193,8 +249,8 @@ async def similar(request: Request, response: Response, service: Service, uuid: 
     page = await run_in_threadpool(
         service.search, vector, k=options.page_size, num_candidates=options.num_candidates,
         search_filter=options.search_filter, collapse=options.collapse, timings=timings,
-        exclude=uuid, offset=options.offset)
-    return _answer(request, response, service, "similar", options, page, timings)
+        exclude=uuid, offset=options.offset, min_score=options.min_score)
+    return _answer(request, response, service, Ask("similar", "semantic"), options, page, timings)
 
 
 @router.get("/images/{uuid}", responses={**ERRORS, 200: {"content": {"image/*": {}}},

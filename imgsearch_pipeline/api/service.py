@@ -11,15 +11,16 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.fusion import found_by, rrf
 from ..core.images import load_rgb
 from ..core.index_plan import read_version_record
 from ..core.integrity import IntegrityError
 from ..core.layout import model_slug
-from ..core.similarity import cosine
+from ..core.similarity import cosine, similarities
 from ..core.tables import is_file, read_schema, read_table
 from ..core.vectors import embedding_parts, mapped_vectors, parts_fingerprint
 from ..resources.embedders import EmbeddingModel, ModelUnavailableError
@@ -111,9 +112,22 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class Found:
+    """One hit as the API shows it: its cosine to the query vector (None in keyword mode),
+    why it was found, and, from words, its BM25 and fused scores."""
+
+    uuid: str
+    caption: str | None
+    score: float | None = None
+    found_by: str = "picture"  # "picture", "words" or "both"
+    keyword_score: float | None = None
+    rrf_score: float | None = None
+
+
+@dataclass(frozen=True)
 class Result:
-    hit: Hit
-    folded: tuple[Hit, ...] = ()  # near-identical hits folded into this one, best first
+    hit: Found | Hit
+    folded: tuple[Found | Hit, ...] = ()  # near-identical hits folded into this one, best first
 
     @property
     def duplicates(self) -> int:
@@ -126,17 +140,17 @@ class Page:
 
     results: list[Result]
     more: bool
-    num_candidates: int  # the search depth used
+    num_candidates: int  # the search depth used (0: no vector search)
 
 
 def collapse_near_duplicates(
-    hits: list[Hit], vector_of: Callable[[str], np.ndarray | None], threshold: float
+    hits: list[Found] | list[Hit], vector_of: Callable[[str], np.ndarray | None], threshold: float
 ) -> list[Result]:
     """Keep each hit unless its cosine similarity to a better kept hit is above ``threshold``.
 
     A hit without a stored vector cannot be compared and is kept.
     """
-    kept: list[tuple[Hit, np.ndarray | None, list[Hit]]] = []  # hit, vector, folded into it
+    kept: list[tuple] = []  # hit, vector, folded into it
     for hit in hits:
         vector = vector_of(hit.uuid)
         twin = None if vector is None else next(
@@ -184,7 +198,7 @@ class SearchService:
 
     def search(
         self,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         *,
         k: int,
         num_candidates: int | None,
@@ -193,42 +207,93 @@ class SearchService:
         timings: Timings,
         exclude: str | None = None,
         offset: int = 0,
+        min_score: float | None = None,
+        text: str | None = None,
+        mode: str = "semantic",
     ) -> Page:
-        """Hits ``offset`` to ``offset + k`` of the ranked list, on any backend: the index is
-        asked for the top ``offset + k + 1`` (the one more tells whether a next page exists)
-        and the page is sliced here; the candidates explored are at least that many: the
-        request's ``num_candidates``, else the version's own depth (widened for filters and
-        collapsing)."""
+        """Hits ``offset`` to ``offset + k`` of the ranked list, on any backend.
+
+        ``mode`` "semantic" ranks by ``vector``, "keyword" by BM25 of ``text`` over the
+        captions, "hybrid" fuses both rankings with reciprocal rank fusion (``core/fusion.py``)
+        of each one's first ``rrf_window`` hits: its list ends there. ``min_score`` drops
+        vector hits less similar than it.
+
+        The index is asked for the top ``offset + k + 1`` (the one more tells whether a next
+        page exists) and the page is sliced here; the candidates explored are at least that
+        many: the request's ``num_candidates``, else the version's own depth (widened for
+        filters and collapsing)."""
         started = time.perf_counter()
-        depth = offset + k + 1
-        # Ask for more when hits will be dropped (the query itself, collapsed twins).
-        fetch = depth + (exclude is not None)
+        fetch = offset + k + 1 + (exclude is not None)  # the query itself is dropped
         cap = max(self.settings.max_candidates, fetch)
-        if collapse is not None:
+        if collapse is not None:  # collapsed twins are dropped too
             fetch = min(max(fetch * 4, fetch + 20), cap)
-        candidates = max(num_candidates or 0, fetch)
+        window = self.settings.rrf_window
+        if mode == "hybrid":
+            fetch = min(fetch, window)
+        wanted = window if mode == "hybrid" else fetch  # from each ranking
+        candidates = max(num_candidates or 0, wanted)
         if num_candidates is None:
             # A filter hides most of the graph from the traversal: let it explore further.
-            wide = 10 if search_filter is not None else 2
-            candidates = min(max(self.num_candidates, wide * fetch),
-                             max(cap, self.num_candidates))
+            # Fusion reads its window's hits whole, but their order at its end barely counts.
+            wide = 10 if search_filter is not None else 1 if mode == "hybrid" else 2
+            candidates = min(max(self.num_candidates, wide * wanted),
+                             max(cap, self.num_candidates, wanted))
         try:
-            hits = self.index.search(vector, fetch, candidates, version=self.version,
-                                     search_filter=search_filter)
+            if mode == "keyword":
+                candidates = 0
+                found = [Found(h.uuid, h.caption, None, "words", h.score) for h in
+                         self.index.keyword_search(text or "", fetch, self.version, search_filter)]
+            elif mode == "hybrid":
+                pictures, words = self.index.search_both(
+                    vector, text or "", window, candidates, self.version, search_filter, min_score)
+                found = self._fused(vector, self._credible(pictures), words, fetch)
+            else:
+                found = [Found(h.uuid, h.caption, h.score) for h in self._credible(self.index.search(
+                    vector, fetch, candidates, self.version, search_filter, min_score))]
         except Exception as error:  # backend down, or the version gone under a late request
             log.warning("index search failed: %s", type(error).__name__)
             raise BackendUnavailable(f"the index backend failed ({type(error).__name__}): "
                                      "retry shortly") from None
-        hits = self._credible([hit for hit in hits if hit.uuid != exclude])
+        found = [hit for hit in found if hit.uuid != exclude]
         if collapse is None:
-            results = [Result(hit) for hit in hits]
+            results = [Result(hit) for hit in found]
         else:
-            results = collapse_near_duplicates(hits, self.vectors.get, collapse)
+            results = collapse_near_duplicates(found, self.vectors.get, collapse)
         timings.record("search", started)
         return Page(results[offset:offset + k], more=len(results) > offset + k,
                     num_candidates=candidates)
 
+    def _fused(self, vector: np.ndarray | None, pictures: list[Hit], words: list[Hit],
+               limit: int) -> list[Found]:
+        """The two rankings fused, best first, the first ``limit``; a hit found by words only
+        gets its cosine from its stored vector, so every hit says how close its picture is."""
+        by_uuid = {hit.uuid: hit for hit in pictures}
+        bm25 = {hit.uuid: hit for hit in words}
+        fused = rrf([[h.uuid for h in pictures], [h.uuid for h in words]],
+                    self.settings.rrf_rank_constant, self.settings.rrf_window, limit)
+        cosines = self._cosines(vector, [h.uuid for h in fused if h.uuid not in by_uuid])
+        found = []
+        for hit in fused:
+            picture, word = by_uuid.get(hit.uuid), bm25.get(hit.uuid)
+            score = picture.score if picture is not None else cosines.get(hit.uuid)
+            caption = (picture or word).caption
+            found.append(Found(hit.uuid, caption, score, found_by(hit),
+                               None if word is None else word.score, hit.score))
+        return found
+
+    def _cosines(self, vector: np.ndarray | None, uuids: list[str]) -> dict[str, float | None]:
+        """The query's cosine with the stored vectors of ``uuids`` (those that have one)."""
+        rows = [(uuid, self.vectors.row[uuid]) for uuid in uuids if uuid in self.vectors.row]
+        if vector is None or not rows:
+            return {}
+        scores = similarities(np.asarray(vector, np.float32).reshape(1, -1),
+                              self.vectors.matrix[[row for _, row in rows]])[0]
+        return {uuid: credible_score(float(s)) for (uuid, _), s in zip(rows, scores, strict=True)}
+
     def _credible(self, hits: list[Hit]) -> list[Hit]:
+        scores = np.fromiter((hit.score for hit in hits), np.float64, len(hits))
+        if np.all(np.abs(scores) <= 1.0):  # the common case, checked at once (NaN fails it)
+            return hits
         kept = []
         for hit in hits:
             score = credible_score(hit.score)
@@ -236,7 +301,7 @@ class SearchService:
                 log.error("index version %s gave an impossible score (%s): hit dropped; the "
                           "index files may be damaged", self.version, type(hit.score).__name__)
                 continue
-            kept.append(hit if score == hit.score else replace(hit, score=score))
+            kept.append(hit if score == hit.score else hit._replace(score=score))
         return kept
 
 

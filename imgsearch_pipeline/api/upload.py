@@ -7,10 +7,13 @@ and parses multipart bodies in memory.
 
 import logging
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
 FILE_FIELDS = (b"image", b"file")
+TEXT_FIELD = b"text"
+MAX_TEXT = 500  # characters of a text query, here and in the query parameter
 # The parser logs what it finds odd in a client's body; the client gets a 400 that says so.
 logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
@@ -37,18 +40,24 @@ async def read_capped(chunks: AsyncIterator[bytes], limit: int, declared: str | 
     return bytes(body)
 
 
-def image_from_body(body: bytes, content_type: str | None) -> bytes:
-    """The image bytes of a request: a multipart ``image`` (or ``file``) part, or a raw body."""
+class Upload(NamedTuple):
+    image: bytes
+    text: str | None = None  # a multipart ``text`` field: words searched with the picture
+
+
+def upload_from_body(body: bytes, content_type: str | None) -> Upload:
+    """The image bytes of a request, a multipart ``image`` (or ``file``) part or a raw body,
+    and a multipart ``text`` field beside the image, if any."""
     kind, options = parse_options_header(content_type or "")
     if kind == b"multipart/form-data":
-        return _multipart_image(body, options.get(b"boundary"))
+        return _multipart_upload(body, options.get(b"boundary"))
     if kind.startswith(b"image/") or kind == b"application/octet-stream":
-        return body
+        return Upload(body)
     raise BadUpload("send the image as multipart/form-data (field 'image') "
                     "or as a raw body with an image/* content type")
 
 
-def _multipart_image(body: bytes, boundary: bytes | None) -> bytes:
+def _multipart_upload(body: bytes, boundary: bytes | None) -> Upload:
     if not boundary:
         raise BadUpload("multipart body without a boundary")
     parts: list[bytearray] = []
@@ -84,7 +93,21 @@ def _multipart_image(body: bytes, boundary: bytes | None) -> bytes:
         parser.finalize()
     except (MultipartParseError, ValueError) as error:
         raise BadUpload(f"malformed multipart body: {type(error).__name__}") from None
-    for name, data in zip(names, parts, strict=True):
-        if name in FILE_FIELDS:
-            return bytes(data)
-    raise BadUpload("multipart body has no 'image' field")
+    fields = dict(zip(names, parts, strict=True))
+    image = next((fields[name] for name in FILE_FIELDS if name in fields), None)
+    if image is None:
+        raise BadUpload("multipart body has no 'image' field")
+    return Upload(bytes(image), _text_field(fields.get(TEXT_FIELD)))
+
+
+def _text_field(data: bytearray | None) -> str | None:
+    """The ``text`` field, checked as the ``text`` query parameter is (the schema's limits)."""
+    if data is None:
+        return None
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadUpload("the 'text' field is not UTF-8") from None
+    if len(text) > MAX_TEXT:
+        raise BadUpload(f"the 'text' field is longer than {MAX_TEXT} characters")
+    return text if text.strip() else None

@@ -2,6 +2,7 @@
 
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from ..artifacts import EmbeddingSet, GroundTruth, IndexBuild, PostsTable
 from ..core.cpu_load import OthersCpuShare, load_now
 from ..core.depth import depths_from, evaluate_depths
 from ..core.evaluation import (
+    MIN_TIMED,
     evaluation_queries,
     exact_search,
     latency_sample,
     query_results,
     time_interleaved,
+    timing_order,
 )
 from ..core.ground_truth import (
     corpus_location,
@@ -99,9 +102,10 @@ def recall_report(
     First a sweep finds the smallest search depth at which the version reaches the target
     recall and records it with the version (searches use it from then on); the report and
     the recall gate then judge the version at that depth. Then the ANN search at that depth
-    and the exact search (the ground truth's corpus, memory-mapped) are timed here, after
-    search_index and ground_truth, interleaved query by query on the same sample, with the
-    share of the CPU other processes used meanwhile.
+    and the exact search (over the version's stored float vectors, or the ground truth's
+    corpus: ``_time_both``) are timed here, after search_index and ground_truth, interleaved
+    query by query on the same sample, with the share of the CPU other processes used
+    meanwhile.
     """
     if problem := k_error(config.k, ground_truth.k):  # the stored truth may be older
         raise dg.Failure(problem)
@@ -121,16 +125,22 @@ def recall_report(
     progress = Progress("searches (depth sweep, at most)",
                         len(depths) * (len(queries.ids) + len(sample)), context.log.info)
     search_many, search_one = _searches(vector_index, config.k, search_index.version)
+    # An incremental version's sweep stops at the depth it chooses: the point past it only
+    # draws the curve (a whole pass over the queries, a third of its sweep), and the full
+    # build it extends drew it.
     evaluation = evaluate_depths(search_many, search_one, vectors, queries.expected, sample,
-                                 depths, config.k, config.target, on_searched=progress.advance)
+                                 depths, config.k, config.target, on_searched=progress.advance,
+                                 beyond=0 if search_index.action == "incremental" else 1)
     sweep = evaluation.sweep
     context.log.info(f"{progress.summary()}; {sweep.verdict()}")
     if sweep.reached:  # the version's own search depth, used by searches from now on
         vector_index.record_search_depth(search_index.version, sweep.record())
     depth = sweep.best.depth
+    timed = timing_order(len(queries.ids) if ground_truth.corpus else 0)
     ann_s, exact_s, load = _time_both(context, parts, ground_truth,
-                                      vectors, sample, config.k,
-                                      lambda vector: search_one(vector, depth))
+                                      vectors, timed, config.timing_budget_s, config.k,
+                                      lambda vector: search_one(vector, depth),
+                                      vector_index, search_index.version)
     results = query_results(queries.expected, evaluation.answers, ann_s, exact_s, config.k)
     report = RecallReport.of(results, sweep, indexed=search_index.count,
                              ground_truth_corpus=ground_truth.corpus,
@@ -166,22 +176,33 @@ def _depths(context: dg.AssetExecutionContext, config: RecallReportConfig,
 
 
 def _time_both(context: dg.AssetExecutionContext, parts: list[str], truth: GroundTruth,
-               vectors: np.ndarray, sample: np.ndarray, k: int,
-               ann: Callable[[np.ndarray], object]
+               vectors: np.ndarray, order: np.ndarray, budget_s: float, k: int,
+               ann: Callable[[np.ndarray], object], vector_index: VectorIndex, version: str
                ) -> tuple[list[float | None], list[float | None], dict]:
-    """ANN and exact seconds of the ``sample``, interleaved, and the load meanwhile. The
-    exact side scans the ground truth's corpus from a memory map of a local scratch file
-    (page cache, not the heap: flat memory whatever the corpus size)."""
-    if not len(sample):
+    """ANN and exact seconds of the queries in ``order`` (``timing_order``) until the budget
+    is spent, interleaved, and the load meanwhile. The
+    exact side scans the version's own float vectors where the index keeps them (the map the
+    ANN re-rank reads; rows removed since its last full build masked out of its answers),
+    else the ground truth's corpus copied part by part into a memory map of a local scratch
+    file (at 1M vectors, ~30 s of reading the parts). Page cache either way, not the heap:
+    flat memory whatever the corpus size."""
+    if not len(order):
         return [None] * len(vectors), [None] * len(vectors), {}
-    corpus_rows = stored_rows(parts, read_corpus(truth.path), pa.array([], pa.string())).corpus
-    with tempfile.TemporaryDirectory(prefix="recall-report-") as scratch:
-        corpus = map_rows(parts, corpus_rows, Path(scratch) / "corpus.f32")
-        timing = Progress("queries timed (ANN and exact, interleaved)", len(sample),
+    with ExitStack() as stack:
+        stored = vector_index.stored_vectors(version)
+        if stored is not None:
+            corpus, excluded = stored
+        else:
+            corpus_rows = stored_rows(parts, read_corpus(truth.path),
+                                      pa.array([], pa.string())).corpus
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="recall-report-"))
+            corpus, excluded = map_rows(parts, corpus_rows, Path(scratch) / "corpus.f32"), None
+        timing = Progress(f"queries timed (ANN and exact, interleaved, for {budget_s:g} s and "
+                          f"at least {min(MIN_TIMED, len(order))} queries, at most)", len(order),
                           context.log.info)
-        exact = partial(exact_search, corpus, k=k)
+        exact = partial(exact_search, corpus, k=k, excluded=excluded)
         watch = OthersCpuShare()
-        ann_s, exact_s = time_interleaved(ann, exact, vectors, sample,
+        ann_s, exact_s = time_interleaved(ann, exact, vectors, order, budget_s=budget_s,
                                           on_query=lambda: timing.advance(1))
         load = load_now(watch.share())
         del corpus, exact  # let go of the map before its file goes

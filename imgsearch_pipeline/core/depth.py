@@ -162,13 +162,15 @@ def evaluate_depths(
     k: int,
     target: float,
     on_searched: Callable[[int], None] | None = None,
+    beyond: int = 1,
 ) -> DepthEvaluation:
     """``sweep_depths`` where each depth is one ``search_pass``: recall on every query
     (``search_many(batch, depth)``), latency of ``search_one(vector, depth)`` on ``sample``.
 
     The per-depth latencies draw the recall/latency curve only; the report's ANN-against-exact
     comparison is timed afterwards at the chosen depth, the two interleaved query by query
-    (``evaluation.time_interleaved``), so that both see the same machine."""
+    (``evaluation.time_interleaved``), so that both see the same machine. ``beyond``: the
+    depths measured past the chosen one, for the curve only (the choice is the same)."""
     passes: dict[int, tuple[list[list[str]], list[float | None]]] = {}
 
     def measure(depth: int) -> DepthPoint:
@@ -178,5 +180,5 @@ def evaluate_depths(
         passes[depth] = (answers, seconds)
         return depth_point(depth, truth, answers, seconds, k)
 
-    sweep = sweep_depths(measure, depths, k, target)
+    sweep = sweep_depths(measure, depths, k, target, beyond)
     return DepthEvaluation(sweep, *passes[sweep.best.depth])

@@ -403,6 +403,9 @@ def update_ground_truth(
         prev_part = np.array([index_of.get(n, -2) for n in prev_parts.dictionary.to_pylist()]
                              + [-2], dtype=np.int64)[prev_parts.indices.to_numpy(
                                  zero_copy_only=False)]
+        # never empty (a previous corpus of no vectors): a new uuid (before -1) reads slot 0,
+        # which ``before >= 0`` then masks
+        prev_part = np.append(prev_part, -2)
         same = (before >= 0) & (prev_part[np.maximum(before, 0)] == corpus.part)
         removed = len(previous.corpus) - int(same.sum())
     added_positions = np.flatnonzero(~same)

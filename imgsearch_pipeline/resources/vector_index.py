@@ -10,22 +10,32 @@ Both follow one model: each build writes a new *version*; ``publish`` makes a ve
 the live one atomically; searches go to the live version unless one is named.
 """
 
+import functools
 import json
 import os
 import shutil
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..core.fusion import above_min_score
 from ..core.ids import check_version
-from ..core.integrity import IntegrityError, verify_manifest, write_manifest
+from ..core.integrity import IntegrityError, manifest_entries, verify_manifest, write_manifest
+from ..core.keywords import (
+    TOKENIZER_VERSION,
+    TantivyKeywordIndex,
+    extend_tantivy_index,
+    write_tantivy_index,
+)
 from ..core.similarity import FAISS_METRIC, METRIC, similarities
 from ..core.tables import atomic_path, write_bytes_atomic, write_table_atomic, write_text_atomic
 
@@ -54,8 +64,7 @@ class SearchFilter:
     split: str | None = None
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):  # a tuple: made by the hundred per hybrid search, at half the cost
     uuid: str
     score: float
     caption: str | None = None
@@ -92,7 +101,26 @@ class VectorIndex(dg.ConfigurableResource, ABC):
         num_candidates: int,
         version: str | None = None,
         search_filter: SearchFilter | None = None,
-    ) -> list[Hit]: ...
+        min_score: float | None = None,
+    ) -> list[Hit]:
+        """The ``k`` nearest documents, best first, ``Hit.score`` their cosine similarity;
+        with ``min_score``, only those at least that similar (so possibly fewer than k)."""
+
+    @abstractmethod
+    def keyword_search(self, text: str, k: int, version: str | None = None,
+                       search_filter: SearchFilter | None = None) -> list[Hit]:
+        """The ``k`` captions that best match ``text`` by BM25 (``core/keywords.py``'s tokens),
+        best first, ``Hit.score`` their BM25 score. A text without tokens finds nothing."""
+
+    def search_both(self, vector: np.ndarray | None, text: str, k: int, num_candidates: int,
+                    version: str | None = None, search_filter: SearchFilter | None = None,
+                    min_score: float | None = None) -> tuple[list[Hit], list[Hit]]:
+        """The two rankings that hybrid search fuses: ``search`` of ``vector`` (none without
+        one) and ``keyword_search`` of ``text``, ``k`` hits each, as one request where the
+        backend can (Elasticsearch: one ``_msearch``)."""
+        pictures = [] if vector is None else self.search(
+            vector, k, num_candidates, version, search_filter, min_score)
+        return pictures, self.keyword_search(text, k, version, search_filter)
 
     def search_many(self, vectors: np.ndarray, k: int, num_candidates: int,
                     version: str | None = None) -> list[list[Hit]]:
@@ -101,7 +129,14 @@ class VectorIndex(dg.ConfigurableResource, ABC):
         return [self.search(vector, k, num_candidates, version) for vector in vectors]
 
     @abstractmethod
-    def count(self, version: str | None = None) -> int: ...
+    def count(self, version: str | None = None) -> int:
+        """Documents served by ``version`` (the live one by default), once it is loaded into
+        this process (searches then start warm)."""
+
+    def stored_count(self, version: str) -> int:
+        """``count`` for a process that only counts (an asset check), from the version's
+        verified files without loading it where the backend can."""
+        return self.count(version)
 
     @abstractmethod
     def publish(self, version: str) -> None:
@@ -120,6 +155,12 @@ class VectorIndex(dg.ConfigurableResource, ABC):
     def release(self, version: str) -> None:
         """Free what this process holds in memory for ``version`` (nothing by default)."""
 
+    def stored_vectors(self, version: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The float vectors ``version`` stores, as a read-only map, and the positions among
+        them it no longer serves (removed since its last full build); None when this process
+        cannot read them (the evaluation then maps the corpus from the embeddings)."""
+        return None
+
     @abstractmethod
     def record_search_depth(self, version: str, record: dict) -> None:
         """Store with ``version`` the search depth its evaluation chose: ``record`` holds
@@ -136,8 +177,10 @@ class VectorIndex(dg.ConfigurableResource, ABC):
         return int(record["num_candidates"]) if record else DEFAULT_NUM_CANDIDATES
 
     def params(self) -> dict[str, object]:
+        # "keywords": the caption tokens' version; a version built with other tokens (or none,
+        # before keyword search) differs in its build key, so the next build is a full one.
         return {"backend": self.backend, "m": self.m, "ef_construction": self.ef_construction,
-                "similarity": METRIC}
+                "similarity": METRIC, "keywords": TOKENIZER_VERSION}
 
     def prune(self) -> list[str]:
         """Delete versions beyond ``keep_versions``, never the live one."""
@@ -163,6 +206,8 @@ VECTORS_FILE = "vectors.f32"
 # Positions of documents removed since the version's last full build (int64): they stay in
 # the graph, which cannot delete, and every search keeps them out of its answers.
 EXCLUDED_FILE = "removed.i64"
+# The captions' BM25 index (core/keywords.py, tantivy), covered by the manifest like the rest.
+KEYWORDS_FILE = "keywords.tar"
 # The codes' training sample, read from VECTORS_FILE; and the vectors added to the graph at
 # a time (a progress report each: every ~30 s at 1M vectors on 2 cores, measured).
 _BUILD_CHUNK = 65_536
@@ -191,6 +236,16 @@ def _read_excluded(folder: Path) -> np.ndarray:
     return np.fromfile(path, dtype="<i8").astype(np.int64)
 
 
+def _graph_size(path: Path) -> int:
+    """The vector count of a faiss HNSW index file, from its header (faiss's
+    write_index_header: a fourcc, d as int32, then ntotal as int64)."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if len(head) < 16 or not head.startswith(b"IHN"):
+        raise IntegrityError(path.name, "not an HNSW index file")
+    return int(np.frombuffer(head, dtype="<i8", count=1, offset=8)[0])
+
+
 def _open_vectors(path: Path, count: int, dim: int) -> np.ndarray:
     """The float vectors of a version, memory-mapped read-only (pages come from disk)."""
     expected = count * dim * 4
@@ -208,8 +263,9 @@ class _LoadedVersion:
     def __init__(self, folder: Path):
         import faiss
 
-        # Checksums first: faiss must never parse bytes that are not the ones it wrote.
-        verify_manifest(folder)
+        # Checksums first: faiss must never parse bytes that are not the ones it wrote (each
+        # step's process loads the version: the first full check is remembered, integrity.py).
+        verify_manifest(folder, remember=True)
         self.index = faiss.read_index(str(folder / "index.faiss"))
         # Versions built before coded graphs have no vectors file: they search the graph only.
         self.vectors: np.ndarray | None = None
@@ -235,6 +291,22 @@ class _LoadedVersion:
             self._kept = faiss.IDSelectorNot(self._inner)
         self._params: dict[int, object] = {}
         self._lower_captions = [(c or "").lower() for c in self.captions]
+        self._folder = folder
+        self._keywords: TantivyKeywordIndex | None = None
+        self._positions: dict[str, int] | None = None
+        self._lock = threading.Lock()
+
+    def keywords(self) -> tuple[TantivyKeywordIndex, dict[str, int]]:
+        """The captions' BM25 index and each uuid's position, opened at the first keyword
+        query (the file was verified with the rest when the version was loaded)."""
+        with self._lock:
+            if self._keywords is None:
+                if not (self._folder / KEYWORDS_FILE).is_file():
+                    raise IntegrityError(KEYWORDS_FILE, "missing: the version was built before "
+                                                        "keyword search; build it again in full")
+                self._keywords = TantivyKeywordIndex(self._folder / KEYWORDS_FILE)
+                self._positions = {uuid: i for i, uuid in enumerate(self.ids)}
+            return self._keywords, self._positions
 
     @property
     def count(self) -> int:
@@ -267,6 +339,12 @@ class _LoadedVersion:
 
 
 SEARCH_DEPTH_FILE = "search_depth.json"
+
+
+@functools.cache
+def _helper() -> ThreadPoolExecutor:
+    """The threads hybrid searches run their keyword half on, made at the first one."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
 
 
 class FaissHnswIndex(VectorIndex):
@@ -361,6 +439,8 @@ class FaissHnswIndex(VectorIndex):
             files.append(VECTORS_FILE)
         with atomic_path(folder / "index.faiss") as temporary:
             faiss.write_index(index, str(temporary))
+        self._write_keywords(folder, base, docs, held, removed)
+        files.append(KEYWORDS_FILE)
         docs_table = pa.table({"uuid": docs["uuid"], "caption": pa.array(docs["caption"], pa.string()),
                                "split": docs["split"], "shard": docs["shard"]})
         write_table_atomic(docs_table, folder / "docs.parquet")
@@ -370,8 +450,25 @@ class FaissHnswIndex(VectorIndex):
         count = len(docs["uuid"]) - len(excluded)
         write_text_atomic(json.dumps({**self.params(), "dim": dim, "count": count, "base": base,
                                       "removed_held": len(excluded)}), folder / "params.json")
-        write_manifest(folder, files)
+        # The vectors file is checksummed chunk by chunk: an incremental version's copy of its
+        # base's (verified in _extendable) reuses the base's hashes of the chunks it copied.
+        chunked = {}
+        if VECTORS_FILE in files:
+            chunked[VECTORS_FILE] = (manifest_entries(self._folder(base)).get(VECTORS_FILE)
+                                     if base is not None else None)
+        write_manifest(folder, files, chunked=chunked)
         return count
+
+    def _write_keywords(self, folder: Path, base: str | None, docs: dict[str, list], held: int,
+                        removed: Collection[str]) -> None:
+        """The version's caption index: the base's plus the rows from ``held`` on, minus the
+        removed (only the new captions are tokenised), or all rows for a new graph."""
+        new = slice(held, None)
+        if base is None:
+            write_tantivy_index(folder / KEYWORDS_FILE, docs["uuid"], docs["caption"], docs["split"])
+        else:
+            extend_tantivy_index(self._folder(base) / KEYWORDS_FILE, folder / KEYWORDS_FILE,
+                                 docs["uuid"][new], docs["caption"][new], docs["split"][new], removed)
 
     def _extendable(self, base: str, dim: int, removed: Collection[str]
                     ) -> tuple[object, dict[str, list], np.ndarray, set[str]]:
@@ -381,13 +478,15 @@ class FaissHnswIndex(VectorIndex):
         import faiss
 
         folder = self._folder(base)
-        verify_manifest(folder)  # faiss must never parse bytes that are not the ones it wrote
+        # faiss must never parse bytes that are not the ones it wrote
+        verify_manifest(folder, remember=True)
         params = json.loads((folder / "params.json").read_text())
         if params.get("dim") != dim or params.get("codes", "flat") != self.codes:
             raise ValueError(f"version {base} was built with dim {params.get('dim')} and codes "
                              f"{params.get('codes')}, not {dim} and {self.codes}: build in full")
-        if self.codes != "flat" and not (folder / VECTORS_FILE).is_file():
-            raise ValueError(f"version {base} has no {VECTORS_FILE} to extend: build in full")
+        for needed in ([VECTORS_FILE] if self.codes != "flat" else []) + [KEYWORDS_FILE]:
+            if not (folder / needed).is_file():
+                raise ValueError(f"version {base} has no {needed} to extend: build in full")
         index = faiss.read_index(str(folder / "index.faiss"))
         docs = pq.read_table(folder / "docs.parquet").to_pydict()
         excluded = _read_excluded(folder)
@@ -416,22 +515,48 @@ class FaissHnswIndex(VectorIndex):
                 _LOADED[key] = loaded
         return loaded
 
-    def search(self, vector, k, num_candidates, version=None, search_filter=None) -> list[Hit]:
-        import faiss
-
+    def search(self, vector, k, num_candidates, version=None, search_filter=None,
+               min_score=None) -> list[Hit]:
         loaded = self._load(version)
-        if search_filter is None:
-            params = loaded.search_params(max(num_candidates, k))
-        else:
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = max(num_candidates, k)
-            params.sel = loaded.selector(search_filter)
-        return self._answers(loaded, np.asarray(vector).reshape(1, -1), k, params)[0]
+        params = self._search_params(loaded, max(num_candidates, k), search_filter)
+        hits = self._answers(loaded, np.asarray(vector).reshape(1, -1), k, params)[0]
+        # On the exact (re-ranked) cosine, as Elasticsearch's kNN ``similarity`` does.
+        return above_min_score(hits, min_score)
+
+    def search_both(self, vector, text, k, num_candidates, version=None, search_filter=None,
+                    min_score=None) -> tuple[list[Hit], list[Hit]]:
+        """The keyword search on a helper thread while the graph search runs here: faiss lets
+        go of the GIL as soon as it starts, the keyword side's Python work fits in its wait."""
+        if vector is None:
+            return [], self.keyword_search(text, k, version, search_filter)
+        words = _helper().submit(self.keyword_search, text, k, version, search_filter)
+        pictures = self.search(vector, k, num_candidates, version, search_filter, min_score)
+        return pictures, words.result()
+
+    def keyword_search(self, text, k, version=None, search_filter=None) -> list[Hit]:
+        loaded = self._load(version)
+        keywords, positions = loaded.keywords()
+        search_filter = search_filter or SearchFilter()
+        found = keywords.search(text, k, split=search_filter.split,
+                                require=search_filter.caption_words)
+        captions = loaded.captions
+        return [Hit(uuid, score, captions[positions[uuid]]) for uuid, score in found]
 
     def search_many(self, vectors, k, num_candidates, version=None) -> list[list[Hit]]:
         loaded = self._load(version)
         return self._answers(loaded, np.asarray(vectors).reshape(-1, loaded.index.d), k,
                              loaded.search_params(max(num_candidates, k)))
+
+    @staticmethod
+    def _search_params(loaded: _LoadedVersion, depth: int, search_filter: SearchFilter | None):
+        if search_filter is None:
+            return loaded.search_params(depth)
+        import faiss
+
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = depth
+        params.sel = loaded.selector(search_filter)
+        return params
 
     def _answers(self, loaded: _LoadedVersion, queries: np.ndarray, k: int, params
                  ) -> list[list[Hit]]:
@@ -460,10 +585,26 @@ class FaissHnswIndex(VectorIndex):
     def count(self, version: str | None = None) -> int:
         return self._load(version).count
 
+    def stored_count(self, version: str) -> int:
+        loaded = _LOADED.get((os.path.abspath(self.root), version))
+        if loaded is not None:
+            return loaded.count
+        # From the verified files' own headers (the graph's vector count, the documents'
+        # rows), not by loading the graph and every document (~1 GB and 1M uuids at 1M).
+        folder = self._folder(version)
+        if not folder.is_dir():
+            raise IntegrityError(f"versions/{version}", "not on disk (deleted, or never built)")
+        verify_manifest(folder, remember=True)
+        held = _graph_size(folder / "index.faiss")
+        rows = pq.read_metadata(folder / "docs.parquet").num_rows
+        if held != rows:
+            raise IntegrityError("docs.parquet", f"{rows:,} rows for {held:,} vectors in index.faiss")
+        return held - len(_read_excluded(folder))
+
     def publish(self, version: str) -> None:
         if not (self._folder(version) / "index.faiss").is_file():
             raise LookupError(f"index version {version} was never built")
-        verify_manifest(self._folder(version))  # never point LIVE at damaged files
+        verify_manifest(self._folder(version), remember=True)  # never point LIVE at damaged files
         write_text_atomic(version, Path(self.root) / "LIVE")
 
     def live_version(self) -> str | None:
@@ -479,6 +620,10 @@ class FaissHnswIndex(VectorIndex):
 
     def release(self, version: str) -> None:
         _LOADED.pop((os.path.abspath(self.root), version), None)
+
+    def stored_vectors(self, version: str) -> tuple[np.ndarray, np.ndarray] | None:
+        loaded = self._load(version)  # verified, and already loaded by the searches
+        return None if loaded.vectors is None else (loaded.vectors, loaded.excluded)
 
     def versions(self) -> list[str]:
         folder = Path(self.root) / "versions"

@@ -1,13 +1,16 @@
 // imgsearch web page: a picture, words or a post in; a grid of hits out.
 //
-// The search lives in the address (?q=words, ?like=uuid, ?picture=1 and the options k,
-// caption, fold), so Back/Forward, reload and a shared link repeat it. A picked picture is
-// held in this tab's memory only: the address says that a picture was used, never which.
+// The search lives in the address (?q=words, ?like=uuid, ?picture=1 and the options mode, k,
+// caption, fold, min), so Back/Forward, reload and a shared link repeat it. A picked picture
+// is held in this tab's memory only: the address says that a picture was used, never which;
+// it leaves the page only in the POST of its own search (with the words, if any).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const results = $("results");
 const DEFAULT_K = "20";
+const DEFAULT_MODE = "hybrid";
+const MODES = ["semantic", "keyword", "hybrid"];
 const FOLD_THRESHOLD = "0.97";
 const MAX_K = 100;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -22,17 +25,27 @@ let known = null;      // {uuid, url}: a clicked hit's image link (signed when k
 // -- the search and the address -----------------------------------------------------------
 
 function currentOptions() {
-  return { k: $("k").value, caption: $("caption").value.trim(), fold: $("collapse").checked };
+  return { k: $("k").value, caption: $("caption").value.trim(), fold: $("collapse").checked,
+           mode: document.querySelector("input[name=mode]:checked").value,
+           min: minScore($("min").value) };
+}
+
+/** A similarity cutoff as the API takes it ("" when none or not a number in [-1, 1]). */
+function minScore(value) {
+  const number = Number.parseFloat(value);
+  return Number.isFinite(number) && number >= -1 && number <= 1 ? String(number) : "";
 }
 
 function toQuery(search) {
   const params = new URLSearchParams();
-  if (search.kind === "text") params.set("q", search.text);
   if (search.kind === "similar") params.set("like", search.uuid);
   if (search.kind === "picture") params.set("picture", "1"); // a marker, never the picture
+  if (search.text && ["text", "picture"].includes(search.kind)) params.set("q", search.text);
+  if (search.mode !== DEFAULT_MODE) params.set("mode", search.mode);
   if (search.k !== DEFAULT_K) params.set("k", search.k);
   if (search.caption) params.set("caption", search.caption);
   if (search.fold) params.set("fold", "1");
+  if (search.min) params.set("min", search.min);
   const query = params.toString();
   return query ? `?${query}` : location.pathname;
 }
@@ -45,11 +58,13 @@ function fromQuery(query) {
     k: Number.isInteger(k) && k >= 1 && k <= MAX_K ? String(k) : DEFAULT_K,
     caption: (params.get("caption") || "").trim().slice(0, 200),
     fold: params.get("fold") === "1",
+    mode: MODES.includes(params.get("mode")) ? params.get("mode") : DEFAULT_MODE,
+    min: minScore(params.get("min")),
   };
-  const text = (params.get("q") || "").trim();
-  if (text) return { ...search, kind: "text", text: text.slice(0, 500) };
+  const text = (params.get("q") || "").trim().slice(0, 500);
+  if (params.get("picture") === "1") return { ...search, kind: "picture", text };
+  if (text) return { ...search, kind: "text", text };
   if (params.has("like")) return { ...search, kind: "similar", uuid: params.get("like") };
-  if (params.get("picture") === "1") return { ...search, kind: "picture" };
   return search;
 }
 
@@ -61,7 +76,9 @@ function showControls(search) {
   select.value = search.k;
   $("caption").value = search.caption;
   $("collapse").checked = search.fold;
-  $("text").value = search.kind === "text" ? search.text : "";
+  $("min").value = search.min;
+  document.querySelector(`input[name=mode][value=${search.mode}]`).checked = true;
+  $("text").value = ["text", "picture"].includes(search.kind) ? search.text : "";
 }
 
 /** Start ``search`` as a new step of the history (Back returns to the one before). */
@@ -82,8 +99,10 @@ function request(search, offset, signal) {
   if (search.caption) params.set("caption", search.caption);
   if (search.fold) params.set("collapse", FOLD_THRESHOLD);
   if (offset) params.set("offset", String(offset));
+  if (search.min) params.set("min_score", search.min);
   if (search.kind === "text") {
     params.set("text", search.text);
+    params.set("mode", search.mode);
     return authorizedFetch(`/search?${params}`, { signal });
   }
   if (search.kind === "similar") {
@@ -91,6 +110,7 @@ function request(search, offset, signal) {
   }
   const form = new FormData();
   form.append("image", held.file, held.name);
+  if (search.text) form.append("text", search.text); // picture + words: hybrid
   return authorizedFetch(`/search?${params}`, { method: "POST", body: form, signal });
 }
 
@@ -103,7 +123,13 @@ async function answer(response) {
 function label(search) {
   if (search.kind === "text") return `“${search.text}”`;
   if (search.kind === "similar") return "More like this post";
-  return `Pictures like ${held ? held.name : "your picture"}`;
+  const picture = `Pictures like ${held ? held.name : "your picture"}`;
+  return search.text ? `${picture} with the words “${search.text}”` : picture;
+}
+
+/** The label with how the answer was ranked, e.g. "“red” · keyword: 12 results". */
+function answered(search, body, count) {
+  return `${label(search)} · ${body.mode}: ${count} results`;
 }
 
 function setBusy(busy) {
@@ -151,14 +177,10 @@ async function run(search) {
     shown = { search, body, hits: [], seen: new Set(), nextOffset: null };
     results.replaceChildren();
     addPage(body);
-    if (!body.hits.length) {
-      const empty = document.createElement("p");
-      empty.className = "empty";
-      empty.textContent = search.caption ? "No results (try fewer caption words)." : "No results.";
-      results.append(empty);
-    }
+    if (!body.hits.length) results.append(empty(search));
+    showNotice(body.note ? `Note: ${body.note}.` : "");
     const stages = Object.entries(body.timings_ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`);
-    $("query-label").textContent = `${label(search)}: ${body.hits.length} results (${stages.join(", ")})`;
+    $("query-label").textContent = `${answered(search, body, body.hits.length)} (${stages.join(", ")})`;
   } catch (error) {
     if (ticket !== generation) return;
     $("query-label").textContent = label(search);
@@ -182,7 +204,7 @@ async function more() {
     const body = await answer(await request(search, shown.nextOffset, signal));
     if (ticket !== generation) return;
     addPage(body);
-    $("query-label").textContent = `${label(search)}: ${shown.hits.length} results`;
+    $("query-label").textContent = answered(search, body, shown.hits.length);
   } catch (error) {
     if (ticket === generation) showError(error.message);
   } finally {
@@ -193,6 +215,15 @@ async function more() {
 }
 
 // -- results ------------------------------------------------------------------------------
+
+function empty(search) {
+  const note = document.createElement("p");
+  note.className = "empty";
+  const hints = [search.caption && "fewer caption words", search.min && "a lower min similarity"];
+  const hint = hints.filter(Boolean).join(" or ");
+  note.textContent = hint ? `No results (try ${hint}).` : "No results.";
+  return note;
+}
 
 function addPage(body) {
   // A deeper search explores further, so a hit can move across a page boundary: skip repeats.
@@ -244,11 +275,8 @@ function card(hit, rank, groupOf = null) {
   const number = document.createElement("span");
   number.className = "rank";
   number.textContent = rank;
-  score.append(number, hit.score.toFixed(3));
-  const caption = document.createElement("div");
-  caption.className = "caption";
-  caption.textContent = hit.caption || "";
-  meta.append(score, caption);
+  score.append(number, scoreOf(hit), foundBy(hit));
+  meta.append(score, caption(hit));
   open.append(thumbnail(hit), meta);
   open.addEventListener("click", (event) => {
     if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
@@ -260,6 +288,51 @@ function card(hit, rank, groupOf = null) {
   item.append(open);
   if (hit.folded && hit.folded.length) item.append(foldButton(item, hit));
   return item;
+}
+
+/** The cosine when a vector was compared; the caption's BM25 otherwise (keyword mode). */
+function scoreOf(hit) {
+  const value = document.createElement("span");
+  value.className = "value";
+  if (hit.score !== null && hit.score !== undefined) {
+    value.textContent = hit.score.toFixed(3);
+    value.title = "cosine similarity to the query";
+  } else if (hit.keyword_score !== null && hit.keyword_score !== undefined) {
+    value.textContent = `BM25 ${hit.keyword_score.toFixed(2)}`;
+    value.title = "BM25 score of the caption for the words";
+  } else {
+    value.textContent = "–";
+  }
+  return value;
+}
+
+const FOUND_BY = { picture: "its picture is close to the query",
+                   words: "its caption holds the words", both: "its picture and its caption" };
+
+function foundBy(hit) {
+  const badge = document.createElement("span");
+  const by = hit.found_by || "picture";
+  badge.className = `found found-${by}`;
+  badge.textContent = by;
+  badge.title = `Found by ${FOUND_BY[by] || by}`;
+  return badge;
+}
+
+/** The caption, its matched words in <mark>: built from text nodes, never parsed as HTML. */
+function caption(hit) {
+  const text = document.createElement("div");
+  text.className = "caption";
+  if (!hit.highlight || !hit.highlight.length) {
+    text.textContent = hit.caption || "";
+    return text;
+  }
+  text.append(...hit.highlight.map((segment) => {
+    if (!segment.mark) return document.createTextNode(segment.text);
+    const mark = document.createElement("mark");
+    mark.textContent = segment.text;
+    return mark;
+  }));
+  return text;
 }
 
 function foldButton(item, hit) {
@@ -290,11 +363,14 @@ function foldButton(item, hit) {
 function download() {
   if (!shown) return;
   const { search, body, hits } = shown;
-  const { kind, text, uuid, k, caption, fold } = search; // a picture never leaves the page
+  const { kind, text, uuid, k, caption, fold, mode, min } = search; // never the picture
   const record = {
-    search: { kind, text, like: uuid, k: Number(k), caption: caption || null,
-              collapse: fold ? Number(FOLD_THRESHOLD) : null },
+    search: { kind, text: text || null, like: uuid, k: Number(k), caption: caption || null,
+              collapse: fold ? Number(FOLD_THRESHOLD) : null,
+              mode: kind === "text" ? mode : null, min_score: min ? Number(min) : null },
     address: kind === "picture" ? null : location.href,
+    // How the API ranked the hits: the mode it used (and why, if not the one asked for).
+    mode: body.mode, fusion: body.fusion, min_score: body.min_score, note: body.note,
     model_id: body.model_id, index_version: body.index_version,
     saved_at: new Date().toISOString(), hits,
   };
@@ -322,6 +398,7 @@ function showPreview(src) {
 }
 
 function showQuery(search) {
+  showPictureInUse(search.kind === "picture" && held !== null);
   if (search.kind === "picture" && held) showPreview(heldUrl);
   else if (search.kind === "similar" && UUID.test(search.uuid)) {
     showPreview(known && known.uuid === search.uuid ? known.url : `/images/${search.uuid}`);
@@ -329,10 +406,19 @@ function showQuery(search) {
   else showPreview(null);
 }
 
+/** While a picture is searched with, words typed are searched with it: the form says so. */
+function showPictureInUse(inUse) {
+  $("text").placeholder = inUse ? "…plus caption words"
+                                : $("text").dataset.placeholder;
+  $("text-go").textContent = inUse ? "Search with words" : "Search";
+  $("clear-picture").hidden = !inUse;
+}
+
 function forgetPicture() {
   if (heldUrl) URL.revokeObjectURL(heldUrl);
   held = heldUrl = null;
   showPreview(null);
+  showPictureInUse(false);
 }
 
 function pick(file, name) {
@@ -340,7 +426,15 @@ function pick(file, name) {
   if (heldUrl) URL.revokeObjectURL(heldUrl);
   held = { file, name: name || file.name || "your picture" };
   heldUrl = URL.createObjectURL(file);
-  go({ ...currentOptions(), kind: "picture" });
+  go({ ...currentOptions(), kind: "picture", text: $("text").value.trim() }); // words kept
+}
+
+/** Drop the picture: the words typed, if any, are searched on their own. */
+function removePicture() {
+  forgetPicture();
+  const text = $("text").value.trim();
+  go(text ? { ...currentOptions(), kind: "text", text } : { ...currentOptions(), kind: null });
+  $("text").focus();
 }
 
 function showError(message) {
@@ -364,8 +458,11 @@ async function health() {
     $("status").textContent =
       `${body.documents.toLocaleString()} images · ${body.model_id} · ${body.backend} · ${body.index_version}`;
     if (!body.text_search) {
-      $("text").disabled = $("text-go").disabled = true;
-      $("text").placeholder = `text search needs a SigLIP index (this one is ${body.model_id})`;
+      // Words still find captions (keyword search), and a picture's search can take them.
+      $("mode").hidden = true;
+      $("mode-hint").hidden = false;
+      $("text").dataset.placeholder = "…or words from the captions";
+      if ($("clear-picture").hidden) $("text").placeholder = $("text").dataset.placeholder;
     }
   } catch (error) {
     $("status").textContent = "API unreachable";
@@ -416,8 +513,11 @@ document.addEventListener("paste", (event) => {
 $("text-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("text").value.trim();
-  if (text) go({ ...currentOptions(), kind: "text", text });
+  const withPicture = held !== null && fromQuery(location.search).kind === "picture";
+  if (withPicture) go({ ...currentOptions(), kind: "picture", text });
+  else if (text) go({ ...currentOptions(), kind: "text", text });
 });
+$("clear-picture").addEventListener("click", removePicture);
 
 // An option change re-runs what is shown (a held picture included) as a new history step.
 function optionsChanged() {
@@ -425,9 +525,17 @@ function optionsChanged() {
   if (next.kind) go(next);
   else history.replaceState(null, "", toQuery(next));
 }
+// The mode ranks words alone: other searches only note it in the address.
+function modeChanged() {
+  const next = { ...fromQuery(location.search), ...currentOptions() };
+  if (next.kind === "text") go(next);
+  else history.replaceState(null, "", toQuery(next));
+}
 $("k").addEventListener("change", optionsChanged);
 $("collapse").addEventListener("change", optionsChanged);
 $("caption").addEventListener("change", optionsChanged);
+$("min").addEventListener("change", optionsChanged);
+$("mode").addEventListener("change", modeChanged);
 
 $("more").addEventListener("click", more);
 $("download").addEventListener("click", download);
