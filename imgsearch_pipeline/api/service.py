@@ -267,14 +267,13 @@ class SearchService:
                limit: int) -> list[Found]:
         """The two rankings fused, best first, the first ``limit``; a hit found by words only
         gets its cosine from its stored vector, so every hit says how close its picture is."""
-        by_uuid = {hit.uuid: hit for hit in pictures}
-        bm25 = {hit.uuid: hit for hit in words}
         fused = rrf([[h.uuid for h in pictures], [h.uuid for h in words]],
                     self.settings.rrf_rank_constant, self.settings.rrf_window, limit)
-        cosines = self._cosines(vector, [h.uuid for h in fused if h.uuid not in by_uuid])
+        cosines = self._cosines(vector, [h.uuid for h in fused if h.ranks[0] is None])
         found = []
-        for hit in fused:
-            picture, word = by_uuid.get(hit.uuid), bm25.get(hit.uuid)
+        for hit in fused:  # a hit's rank in a ranking is its place there, from 1
+            picture, word = (None if rank is None else ranking[rank - 1]
+                             for rank, ranking in zip(hit.ranks, (pictures, words), strict=True))
             score = picture.score if picture is not None else cosines.get(hit.uuid)
             caption = (picture or word).caption
             found.append(Found(hit.uuid, caption, score, found_by(hit),
