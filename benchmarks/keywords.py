@@ -6,13 +6,12 @@
     .venv/bin/python -m benchmarks.keywords --json benchmarks/results/keywords.json
     .venv/bin/python -m benchmarks.keywords --hybrid  # also: vector-only vs hybrid p50
 
-With ``--hybrid``, a faiss HNSW graph (flat codes, m=32, ef_construction=200: the report's
-stand-in for the project's index, whose p50 is within a few percent of it) is built over
-generated 768-d vectors, and per query are timed: the vector-only search (k=10 at depth 128,
-the project's chosen depth) and the hybrid search each engine would make (the vector search
-and the keyword search for the fusion window of 100 each, ``core.fusion.rrf``, the first
-page of 10). The text embedding is excluded, as in the issue's goal (hybrid p50 within 2x of
-the vector-only p50).
+With ``--hybrid``, an index version of the project's embedded index (``FaissHnswIndex``
+with its defaults, its captions in its tantivy index) is built over generated 768-d vectors,
+and the API's own search path (``SearchService.search``, k=10, fusion window 100) is timed
+per query in each mode, semantic (vector-only), keyword and hybrid, interleaved query by
+query. The text embedding is excluded, as in the issue's goal (hybrid p50 within 2x of the
+vector-only p50).
 
 Both engines index the project's tokens (``core.keywords.caption_tokens``;
 ``benchmarks/fts5.py``'s ``write_keyword_index``/``KeywordIndex`` and ``core.keywords``'

@@ -525,8 +525,8 @@ class FaissHnswIndex(VectorIndex):
 
     def search_both(self, vector, text, k, num_candidates, version=None, search_filter=None,
                     min_score=None) -> tuple[list[Hit], list[Hit]]:
-        """The keyword search on a helper thread while the graph search runs here: faiss lets
-        go of the GIL as soon as it starts, the keyword side's Python work fits in its wait."""
+        """The keyword search on a helper thread while the graph search runs here (faiss lets
+        go of the GIL while it searches: measured with a thread running beside it)."""
         if vector is None:
             return [], self.keyword_search(text, k, version, search_filter)
         words = _helper().submit(self.keyword_search, text, k, version, search_filter)
