@@ -137,12 +137,13 @@ def test_strict_run_refuses_a_section_on_a_loaded_machine(tmp_path, monkeypatch)
 def test_the_keyword_benchmark_times_three_modes_through_the_apis_path(tmp_path, capsys):
     from benchmarks import keywords
 
-    results = keywords.main(["--captions", "800", "--queries", "60", "--hybrid",
+    results = keywords.main(["--captions", "800", "--queries", "60", "--hybrid", "--rounds", "2",
                              "--json", str(tmp_path / "keywords.json")])
     assert [e["engine"].split()[0] for e in results["engines"]] == ["sqlite-fts5", "tantivy"]
     modes = results["hybrid"]["modes"]
     assert set(modes) == {"semantic", "keyword", "hybrid"}
     assert all(m["query"]["p50_ms"] > 0 for m in modes.values())
+    assert len(results["hybrid"]["round_ratios"]) == 2
     assert json.loads((tmp_path / "keywords.json").read_text())["hybrid"]["path"].startswith(
         "SearchService.search")
     assert "hybrid p50 / vector-only p50" in capsys.readouterr().out

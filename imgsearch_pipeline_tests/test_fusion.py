@@ -47,17 +47,40 @@ def test_rrf_matches_a_reference_from_exact_rankings(rank_constant, window, n_ra
     rankings = [[uuids[i] for i in order] for order in orders]
     got = fusion.rrf(rankings, rank_constant=rank_constant, window=window)
     expected = reference_rrf(orders, len(corpus), rank_constant, window)
-    assert [h.uuid for h in got] == [uuid for uuid, _, _ in expected]
+    assert [h.key for h in got] == [uuid for uuid, _, _ in expected]
     assert [h.sources for h in got] == [sources for _, _, sources in expected]
     assert [h.score for h in got] == pytest.approx([score for _, score, _ in expected], rel=1e-12)
     assert len(got) <= n_rankings * window
     assert fusion.rrf(rankings, rank_constant=rank_constant, window=window, limit=7) == got[:7]
 
 
+def test_every_limit_gives_the_first_hits_of_the_whole_fusion():
+    # Two rankings are fused on a short path that gives no key to hits that cannot be among
+    # the first ``limit``: each limit must give the whole fusion's first hits, with repeated
+    # uuids in a ranking and overlaps of every size, against a reference from the definition.
+    rng = np.random.default_rng(21)
+    for trial in range(60):
+        pool = [f"u{i:03d}" for i in range(int(rng.integers(5, 80)))]
+        rankings = [[str(u) for u in rng.choice(pool, int(rng.integers(0, 60)))] for _ in range(2)]
+        window = int(rng.integers(1, 70))
+        first = [{} for _ in rankings]  # each uuid's first rank within the window
+        for ranks, ranking in zip(first, rankings, strict=True):
+            for rank, uuid in enumerate(ranking[:window], start=1):
+                ranks.setdefault(uuid, rank)
+        rows = sorted((-sum(Fraction(1, 60 + r[u]) for r in first if u in r),
+                       *min((r[u], i) for i, r in enumerate(first) if u in r), u)
+                      for u in set(first[0]) | set(first[1]))
+        whole = fusion.rrf(rankings, window=window)
+        assert [h.key for h in whole] == [row[-1] for row in rows], trial
+        assert [h.ranks for h in whole] == [(first[0].get(u), first[1].get(u)) for *_, u in rows]
+        for limit in range(len(whole) + 2):
+            assert fusion.rrf(rankings, window=window, limit=limit) == whole[:limit], (trial, limit)
+
+
 def test_rrf_by_hand():
     # a: 1/61 + 1/62, c: 1/61 + 1/63 (ranks 3 and 1), b: 1/62, d: 1/63
     fused = fusion.rrf([["a", "b", "c"], ["c", "a", "d"]])
-    assert [(h.uuid, h.sources, h.ranks) for h in fused] == [
+    assert [(h.key, h.sources, h.ranks) for h in fused] == [
         ("a", (0, 1), (1, 2)), ("c", (0, 1), (3, 1)), ("b", (0,), (2, None)), ("d", (1,), (None, 3))]
     assert fused[0].score == pytest.approx(1 / 61 + 1 / 62)
     assert [fusion.found_by(h) for h in fused] == ["both", "both", "picture", "words"]
@@ -66,12 +89,12 @@ def test_rrf_by_hand():
 def test_rrf_window_duplicates_and_ties():
     # The window cuts each ranking; a repeated uuid counts at its best rank only.
     fused = fusion.rrf([["a", "b", "a"], ["c", "b"]], window=1)
-    assert [(h.uuid, h.ranks) for h in fused] == [("a", (1, None)), ("c", (None, 1))]
+    assert [(h.key, h.ranks) for h in fused] == [("a", (1, None)), ("c", (None, 1))]
     assert fusion.rrf([["a", "a", "b"]])[0].score == pytest.approx(1 / 61)
     assert fusion.rrf([["a", "a", "b"]])[1].ranks == (3,)
-    # Equal scores: the earlier ranking's first hit, then the smaller uuid.
-    assert [h.uuid for h in fusion.rrf([["z"], ["a"]])] == ["z", "a"]
-    assert [h.uuid for h in fusion.rrf([["y", "x"], ["x", "y"]])] == ["y", "x"]
+    # Equal scores: the earlier ranking's first hit.
+    assert [h.key for h in fusion.rrf([["z"], ["a"]])] == ["z", "a"]
+    assert [h.key for h in fusion.rrf([["y", "x"], ["x", "y"]])] == ["y", "x"]
     assert fusion.rrf([[], []]) == []
     for bad in ({"rank_constant": 0}, {"window": 0}):
         with pytest.raises(ValueError):

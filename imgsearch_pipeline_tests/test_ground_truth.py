@@ -5,6 +5,7 @@ Every table is checked against an independent numpy brute force over the vectors
 and each incremental table against a full recompute of the same state in a fresh place."""
 
 import tracemalloc
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,17 @@ import pytest
 
 from imgsearch_pipeline.core.ground_truth import (
     block_size,
+    compact_uuids,
     corpus_location,
     read_corpus,
+    read_part_rows,
+    stored_rows,
     update_ground_truth,
+    uuid_strings,
 )
 from imgsearch_pipeline.core.integrity import write_checked_table
 from imgsearch_pipeline.core.similarity import l2_normalise
-from imgsearch_pipeline.core.vectors import embedding_parts, vectors_table
+from imgsearch_pipeline.core.vectors import embedding_parts, to_matrix, vectors_table
 
 K = 10
 
@@ -88,8 +93,8 @@ def assert_same(table: dict, expected: dict) -> None:
 
 
 def run(store: Store, train: set[str], test: set[str], location: Path, **kw):
-    return update_ground_truth(store.parts(), pa.array(sorted(train)), pa.array(sorted(test)),
-                               str(location), kw.pop("k", K), kw.pop("model_id", "m"),
+    stored = stored_rows(store.parts(), pa.array(sorted(train)), pa.array(sorted(test)))
+    return update_ground_truth(stored, str(location), kw.pop("k", K), kw.pop("model_id", "m"),
                                kw.pop("buffer_bytes", 20_000), **kw)
 
 
@@ -112,8 +117,18 @@ def _ids(prefix: str, n: int, start: int = 0) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(start, start + n)]
 
 
+_text_ids = _ids
+
+
+def _uuid_ids(prefix: str, n: int, start: int = 0) -> list[str]:
+    """Canonical uuids (a stable one per text id), in no particular order."""
+    return [str(uuid.uuid5(uuid.NAMESPACE_URL, i)) for i in _ids(prefix, n, start)]
+
+
 @pytest.mark.parametrize("spare", [None, 1])  # 1: near-ties often need the rescan
-def test_incremental_runs_equal_a_full_recompute_and_the_brute_force(tmp_path, spare):
+@pytest.mark.parametrize("form", ["text", "uuid"])  # uuid: ids held as 16-byte binary
+def test_incremental_runs_equal_a_full_recompute_and_the_brute_force(tmp_path, spare, form):
+    _ids = _uuid_ids if form == "uuid" else _text_ids
     store = Store(tmp_path / "embeddings")
     location = tmp_path / "truth" / "ground_truth.parquet"
     kw = {} if spare is None else {"spare": spare}
@@ -263,3 +278,41 @@ def test_a_truth_first_computed_over_no_corpus_is_brought_up_to_date(tmp_path):
     second = run(store, set(_ids("t", 30)), set(_ids("q", 5)), location)
     assert second.added == 30 and not second.full
     check(store, set(_ids("t", 30)), set(_ids("q", 5)), location, tmp_path)
+
+
+def test_canonical_uuids_are_held_as_16_bytes_in_the_same_order():
+    ids = sorted(str(uuid.UUID(int=i * 2**100 + 7 * i)) for i in range(1, 300))
+    compact = compact_uuids(pa.array(ids))
+    assert compact.type == pa.binary(16)
+    assert compact.to_pylist() == [uuid.UUID(u).bytes for u in ids]
+    assert compact.to_pylist() == sorted(compact.to_pylist())  # byte order: string order
+    assert uuid_strings(compact).to_pylist() == ids
+    assert uuid_strings(compact.slice(5, 10)).to_pylist() == ids[5:15]
+    assert compact_uuids(pa.array(ids).slice(3, 4)).to_pylist() == [
+        uuid.UUID(u).bytes for u in ids[3:7]]
+    # anything else stays text, as it was
+    lettered = "0f1e2d3c-4b5a-6978-8a9b-acbdcedfe0f1"
+    assert compact_uuids(pa.array([lettered])).type == pa.binary(16)
+    assert uuid_strings(compact_uuids(pa.array([lettered]))).to_pylist() == [lettered]
+    for other in (ids[:3] + ["t00001"], [lettered.upper()], [lettered.replace("-", "")],
+                  [lettered[:8] + "x" + lettered[9:]], [lettered[:-1] + "g"], [lettered, None],
+                  []):
+        array = pa.array(other, pa.string())
+        assert compact_uuids(array).equals(array)
+        assert uuid_strings(array).equals(array)
+
+
+def test_a_parts_rows_are_read_in_the_order_asked_batch_by_batch(tmp_path):
+    rng = np.random.default_rng(3)
+    vectors = l2_normalise(rng.standard_normal((50, 8))).astype(np.float32)
+    table = vectors_table(_ids("t", 50), ["train"] * 50, "m", vectors)
+    path = tmp_path / "part-0000.parquet"
+    pq.write_table(table, path, row_group_size=12)  # several row groups, batches across them
+    wanted = rng.permutation(50)[:23]
+    for batch_rows in (1, 7, 4096):
+        got = read_part_rows(str(path), wanted, batch_rows=batch_rows)
+        np.testing.assert_array_equal(got, to_matrix(table.column("vector"))[wanted])
+    np.testing.assert_array_equal(read_part_rows(str(path), np.arange(50)), vectors)
+    assert read_part_rows(str(path), np.arange(0)).shape[0] == 0
+    with pytest.raises(IndexError):
+        read_part_rows(str(path), np.array([3, 50]))

@@ -26,7 +26,13 @@ from ..core.vectors import embedding_parts, mapped_vectors, parts_fingerprint
 from ..resources.embedders import EmbeddingModel, ModelUnavailableError
 from ..resources.object_store import ObjectStore
 from ..resources.profiles import resources_for
-from ..resources.vector_index import DEFAULT_NUM_CANDIDATES, Hit, SearchFilter, VectorIndex
+from ..resources.vector_index import (
+    DEFAULT_NUM_CANDIDATES,
+    Hit,
+    Ranking,
+    SearchFilter,
+    VectorIndex,
+)
 from ..settings import ApiSettings, ConfigurationError, Settings
 
 log = logging.getLogger(__name__)
@@ -248,8 +254,9 @@ class SearchService:
                     vector, text or "", window, candidates, self.version, search_filter, min_score)
                 found = self._fused(vector, self._credible(pictures), words, fetch)
             else:
-                found = [Found(h.uuid, h.caption, h.score) for h in self._credible(self.index.search(
-                    vector, fetch, candidates, self.version, search_filter, min_score))]
+                found = [Found(h.uuid, h.caption, h.score) for h in self._credible(Ranking.of(
+                    self.index.search(vector, fetch, candidates, self.version, search_filter,
+                                      min_score)))]
         except Exception as error:  # backend down, or the version gone under a late request
             log.warning("index search failed: %s", type(error).__name__)
             raise BackendUnavailable(f"the index backend failed ({type(error).__name__}): "
@@ -263,20 +270,22 @@ class SearchService:
         return Page(results[offset:offset + k], more=len(results) > offset + k,
                     num_candidates=candidates)
 
-    def _fused(self, vector: np.ndarray | None, pictures: list[Hit], words: list[Hit],
+    def _fused(self, vector: np.ndarray | None, pictures: Ranking, words: Ranking,
                limit: int) -> list[Found]:
         """The two rankings fused, best first, the first ``limit``; a hit found by words only
         gets its cosine from its stored vector, so every hit says how close its picture is."""
-        fused = rrf([[h.uuid for h in pictures], [h.uuid for h in words]],
-                    self.settings.rrf_rank_constant, self.settings.rrf_window, limit)
-        cosines = self._cosines(vector, [h.uuid for h in fused if h.ranks[0] is None])
+        fused = rrf([pictures.keys, words.keys], self.settings.rrf_rank_constant,
+                    self.settings.rrf_window, limit)
+        # A hit's rank in a ranking is its place there, from 1.
+        sides = [tuple(None if rank is None else ranking[rank - 1]
+                       for rank, ranking in zip(hit.ranks, (pictures, words), strict=True))
+                 for hit in fused]
+        cosines = self._cosines(vector, [word.uuid for picture, word in sides if picture is None])
         found = []
-        for hit in fused:  # a hit's rank in a ranking is its place there, from 1
-            picture, word = (None if rank is None else ranking[rank - 1]
-                             for rank, ranking in zip(hit.ranks, (pictures, words), strict=True))
-            score = picture.score if picture is not None else cosines.get(hit.uuid)
-            caption = (picture or word).caption
-            found.append(Found(hit.uuid, caption, score, found_by(hit),
+        for hit, (picture, word) in zip(fused, sides, strict=True):
+            either = picture or word
+            score = picture.score if picture is not None else cosines.get(either.uuid)
+            found.append(Found(either.uuid, either.caption, score, found_by(hit),
                                None if word is None else word.score, hit.score))
         return found
 
@@ -289,9 +298,9 @@ class SearchService:
                               self.vectors.matrix[[row for _, row in rows]])[0]
         return {uuid: credible_score(float(s)) for (uuid, _), s in zip(rows, scores, strict=True)}
 
-    def _credible(self, hits: list[Hit]) -> list[Hit]:
-        scores = np.fromiter((hit.score for hit in hits), np.float64, len(hits))
-        if np.all(np.abs(scores) <= 1.0):  # the common case, checked at once (NaN fails it)
+    def _credible(self, hits: Ranking) -> Ranking:
+        # The common case, checked in C: |score| <= 1 for every hit (NaN fails it).
+        if all(map((1.0).__ge__, map(abs, hits.scores))):
             return hits
         kept = []
         for hit in hits:
@@ -301,7 +310,7 @@ class SearchService:
                           "index files may be damaged", self.version, type(hit.score).__name__)
                 continue
             kept.append(hit if score == hit.score else hit._replace(score=score))
-        return kept
+        return Ranking.of(kept)
 
 
 def _read_posts(path: str, shown: str) -> dict[str, Post]:

@@ -23,6 +23,7 @@ from ..core.evaluation import (
     timing_order,
 )
 from ..core.ground_truth import (
+    StoredRows,
     corpus_location,
     map_rows,
     read_corpus,
@@ -52,7 +53,6 @@ def ground_truth(
     run: the kept queries merged with the added train vectors only; new queries and those
     that lost a neighbour computed against the whole corpus, read part by part in blocks of
     queries that fit ``buffer_mb``. Nothing changed: nothing is computed or written."""
-    split = posts.read(["uuid", "split"])
     path = home.layout.ground_truth
     progress = Progress("query-vector pairs scored", 0, context.log.info, every_s=15)
 
@@ -60,10 +60,9 @@ def ground_truth(
         progress.total = total
 
     update = update_ground_truth(
-        embedding_parts(image_embeddings.folder)[0], split_uuids(split, "train"),
-        split_uuids(split, "test"), path, config.k, image_embeddings.model_id,
-        config.buffer_mb * 2**20, log=context.log.info, on_scored=progress.advance,
-        on_plan=plan)
+        _stored_rows(posts, embedding_parts(image_embeddings.folder)[0]), path, config.k,
+        image_embeddings.model_id, config.buffer_mb * 2**20, log=context.log.info,
+        on_scored=progress.advance, on_plan=plan)
     if not update.unchanged:
         context.log.info(progress.summary())
     value = GroundTruth(path, config.k, update.queries, update.corpus, corpus_location(path),
@@ -85,6 +84,14 @@ def ground_truth(
         "path": dg.MetadataValue.path(path),
         "corpus_path": dg.MetadataValue.path(corpus_location(path)),
     })
+
+
+def _stored_rows(posts: PostsTable, parts: list[str]) -> StoredRows:
+    """Where the train and test posts' vectors are stored. The posts table and its uuid
+    lists go when this returns: held through the scan, they were most of the step's
+    growth with the corpus."""
+    split = posts.read(["uuid", "split"])
+    return stored_rows(parts, split_uuids(split, "train"), split_uuids(split, "test"))
 
 
 @dg.asset(group_name="evaluation", kinds={"json", "parquet"})

@@ -14,9 +14,9 @@ project's window defaults to 100 instead so that pages after the first (``offset
 come from fused hits: a page past the window is empty, as in Elasticsearch.
 """
 
-import heapq
+import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple, TypeVar
 
@@ -25,20 +25,22 @@ WINDOW = 100  # the project's; Elasticsearch's rank_window_size default is the s
 
 
 class FusedHit(NamedTuple):
-    uuid: str
+    key: Hashable  # as in the rankings: a uuid, or a faiss row
     score: float  # the RRF score: sum of 1 / (rank_constant + rank) over the rankings
     sources: tuple[int, ...]  # which rankings found it (their positions in ``rankings``)
     ranks: tuple[int | None, ...]  # its rank in each ranking (from 1), None where absent
 
 
-def rrf(rankings: Sequence[Sequence[str]], rank_constant: int = RANK_CONSTANT,
+def rrf(rankings: Sequence[Sequence[Hashable]], rank_constant: int = RANK_CONSTANT,
         window: int = WINDOW, limit: int | None = None) -> list[FusedHit]:
-    """Fuse best-first uuid rankings into one, best first.
+    """Fuse best-first rankings into one, best first. A ranking lists keys that name each
+    document alike in every ranking (uuids; the embedded index fuses on its rows).
 
-    Each ranking is cut to its first ``window`` uuids; a uuid repeated within one ranking
+    Each ranking is cut to its first ``window`` keys; a key repeated within one ranking
     counts at its first (best) rank only. Ties in score (the same ranks in a different order,
     say) go to the hit with the better best rank, then to the earlier ranking that holds that
-    rank, then to the smaller uuid: the order never depends on dict or set iteration.
+    rank: one key holds a given rank of a given ranking, so the order is decided there and
+    never depends on dict or set iteration (nor on how keys compare).
     Equal rank sets get equal scores (two terms add alike in either order; more are summed
     exactly with ``math.fsum``), so they tie exactly. ``limit`` keeps
     only the first ``limit`` fused hits (a page's ``offset + k``): the same hits, fewer made.
@@ -49,46 +51,52 @@ def rrf(rankings: Sequence[Sequence[str]], rank_constant: int = RANK_CONSTANT,
         raise ValueError(f"window must be at least 1, got {window}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must not be negative, got {limit}")
-    # Each ranking's uuids at their first rank, cut to the window.
-    rank_of: list[dict[str, int]] = []
-    for ranking in rankings:
-        first: dict[str, int] = {}
-        for rank, uuid in enumerate(ranking[:window], start=1):
-            first.setdefault(uuid, rank)
-        rank_of.append(first)
+    cut = [ranking[:window] for ranking in rankings]
+    # Each ranking's keys at their first rank (reversed: the first occurrence is written
+    # last, so it wins).
+    rank_of = [dict(zip(reversed(ranking), range(len(ranking), 0, -1), strict=True))
+               for ranking in cut]
     inverse = _inverse_ranks(rank_constant, window)
-    # Per uuid: [score, best rank, the first ranking holding that rank].
-    entries: dict[str, list] = {}
-    if len(rank_of) <= 2:
-        # Two terms add the same in either order: equal rank sets tie exactly.
-        for position, first in enumerate(rank_of):
-            for uuid, rank in first.items():
-                entry = entries.get(uuid)
-                if entry is None:
-                    entries[uuid] = [inverse[rank], rank, position]
-                else:
-                    entry[0] += inverse[rank]
-                    if rank < entry[1]:
-                        entry[1], entry[2] = rank, position
-    else:
-        parts: dict[str, list[float]] = {}
-        for position, first in enumerate(rank_of):
-            for uuid, rank in first.items():
-                parts.setdefault(uuid, []).append(inverse[rank])
-                entry = entries.setdefault(uuid, [0.0, rank, position])
-                if rank < entry[1]:
-                    entry[1], entry[2] = rank, position
-        for uuid, values in parts.items():
-            entries[uuid][0] = math.fsum(values)  # exact: order-free
-    # Sort keys as plain tuples: compared in C, several times faster than a key function.
-    keys = [(-score, rank, position, uuid) for uuid, (score, rank, position) in entries.items()]
-    chosen = sorted(keys) if limit is None else heapq.nsmallest(limit, keys)
+    keys = (_two_keys(cut, rank_of, inverse, limit) if len(rank_of) == 2
+            else _keys(rank_of, inverse))
     hits = []
-    for negated, _, _, uuid in chosen:
-        ranks = tuple(first.get(uuid) for first in rank_of)
-        sources = tuple(i for i, r in enumerate(ranks) if r is not None)
-        hits.append(FusedHit(uuid, -negated, sources, ranks))
+    for negated, _, _, key in sorted(keys)[:limit]:  # few keys with a limit: see _two_keys
+        ranks = tuple([first.get(key) for first in rank_of])
+        sources = tuple([i for i, r in enumerate(ranks) if r is not None])
+        hits.append(FusedHit(key, -negated, sources, ranks))
     return hits
+
+
+# Sort keys are plain tuples (-score, best rank, the first ranking holding it, key):
+# compared in C, several times faster than a key function.
+
+def _two_keys(rankings: list[Sequence[Hashable]], rank_of: list[dict[Hashable, int]],
+              inverse: tuple[float, ...], limit: int | None) -> list[tuple]:
+    """Keys of two rankings' hits (two terms add the same in either order: equal rank sets
+    tie exactly). With a ``limit``, a hit found by one ranking only can be among the first
+    ``limit`` only if it is among that ranking's first ``limit`` such hits (its score falls
+    with its rank): the others get no key, the result is the same."""
+    a, b = rank_of
+    both = a.keys() & b.keys()
+    keys = [(-(inverse[a[u]] + inverse[b[u]]), *((b[u], 1) if b[u] < a[u] else (a[u], 0)), u)
+            for u in both]
+    for position, (ranking, mine, other) in enumerate(((rankings[0], a, b), (rankings[1], b, a))):
+        alone = (u for u in dict.fromkeys(ranking) if u not in other)  # in rank order
+        keys += [(-inverse[mine[u]], mine[u], position, u) for u in itertools.islice(alone, limit)]
+    return keys
+
+
+def _keys(rank_of: list[dict[Hashable, int]], inverse: tuple[float, ...]) -> list[tuple]:
+    """Keys of any number of rankings' hits: more than two terms are summed exactly with
+    ``math.fsum``, so that equal rank sets tie whatever the order."""
+    parts: dict[Hashable, list[float]] = {}
+    best: dict[Hashable, tuple[int, int]] = {}
+    for position, first in enumerate(rank_of):
+        for key, rank in first.items():
+            parts.setdefault(key, []).append(inverse[rank])
+            if key not in best or rank < best[key][0]:
+                best[key] = (rank, position)
+    return [(-math.fsum(values), *best[key], key) for key, values in parts.items()]
 
 
 @lru_cache(maxsize=16)

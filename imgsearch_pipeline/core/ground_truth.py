@@ -3,7 +3,8 @@
 Memory stays bounded by a score buffer plus one embedding part, whatever the corpus size:
 the corpus is read part by part, and the queries go through in blocks sized from the buffer,
 each block keeping a running top-k across the parts; results are written block by block.
-Only ids are held whole (as Arrow arrays and small numpy index arrays, never Python sets).
+Only ids are held whole (16-byte binary when they are canonical uuids, else Arrow strings,
+and small numpy index arrays; never Python sets).
 
 Each run starts from the previous table when it can. The table records what it was computed
 against (the corpus beside it: each train uuid and the part its vector came from; k and the
@@ -61,10 +62,11 @@ _UNIT_ROUNDING = 2.0**-24  # float32's unit roundoff
 
 @dataclass(frozen=True)
 class Rows:
-    """Stored vectors in uuid order: ``uuids`` (sorted, each once) and where each is stored,
-    ``part`` (an index into ``StoredRows.parts``) and ``row`` (its row in that part). A
-    position in these arrays is the row's rank by uuid: ties between equal scores go to
-    the lower position, i.e. the smaller uuid, in every run."""
+    """Stored vectors in uuid order: ``uuids`` (sorted, each once; ``compact_uuids``, so
+    16-byte binary when all are canonical uuids: ``uuid_strings`` gives the text back) and
+    where each is stored, ``part`` (an index into ``StoredRows.parts``) and ``row`` (its row
+    in that part). A position in these arrays is the row's rank by uuid: ties between equal
+    scores go to the lower position, i.e. the smaller uuid, in every run."""
 
     uuids: pa.Array
     part: np.ndarray
@@ -83,6 +85,51 @@ class StoredRows:
     @property
     def part_names(self) -> list[str]:
         return [base_name(p) for p in self.parts]
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+_NIBBLE = np.full(256, 255, np.uint8)  # a lower-case hex digit's value, else 255
+_NIBBLE[_HEX] = np.arange(16, dtype=np.uint8)
+_DASHES = np.array([8, 13, 18, 23])
+_DIGITS = np.setdiff1d(np.arange(36), _DASHES)  # where a canonical uuid's 32 digits are
+
+
+def compact_uuids(ids: pa.Array) -> pa.Array:
+    """``ids`` as 16-byte binary when every one is a canonical lower-case uuid (36
+    characters, dashes at 8, 13, 18 and 23), else as they are. A 1M corpus's ids are 16 MB
+    instead of 40 MB, and byte order is string order (a sorted array stays sorted)."""
+    n = len(ids)
+    if not n or ids.null_count or ids.type != pa.string():
+        return ids
+    offsets = np.frombuffer(ids.buffers()[1], np.int32, n + 1, ids.offset * 4)
+    if offsets[-1] - offsets[0] != 36 * n or np.any(np.diff(offsets) != 36):
+        return ids
+    chars = np.frombuffer(ids.buffers()[2], np.uint8, 36 * n, int(offsets[0])).reshape(n, 36)
+    if not (chars[:, _DASHES] == ord("-")).all():
+        return ids
+    nibbles = _NIBBLE[chars[:, _DIGITS]]
+    if (nibbles == 255).any():
+        return ids
+    packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2])
+    return pa.Array.from_buffers(pa.binary(16), n, [None, pa.py_buffer(packed)])
+
+
+def uuid_strings(ids: pa.Array) -> pa.Array:
+    """The text of ``compact_uuids``'s ids (string ids as they are)."""
+    if ids.type != pa.binary(16):
+        return ids
+    n = len(ids)
+    packed = np.frombuffer(ids.buffers()[1], np.uint8, 16 * n, ids.offset * 16).reshape(n, 16)
+    chars = np.full((n, 36), ord("-"), np.uint8)
+    chars[:, _DIGITS[0::2]] = _HEX[packed >> 4]
+    chars[:, _DIGITS[1::2]] = _HEX[packed & 15]
+    if 36 * n < 2**31:
+        offsets = np.arange(0, 36 * (n + 1), 36, dtype=np.int32)
+        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                      pa.py_buffer(chars)])
+    offsets = np.arange(0, 36 * (n + 1), 36, dtype=np.int64)
+    return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets),
+                                                        pa.py_buffer(chars)]).cast(pa.string())
 
 
 def split_uuids(posts: pa.Table, split: str) -> pa.Array:
@@ -113,7 +160,8 @@ def stored_rows(parts: Sequence[Location], train: pa.Array, test: pa.Array) -> S
         order = pc.sort_indices(unique.take(pa.array(chosen))).to_numpy(zero_copy_only=False)
         chosen = chosen[order]
         rows = first[chosen]
-        return Rows(unique.take(pa.array(chosen)), part_of_row[rows], row_in_part[rows])
+        return Rows(compact_uuids(unique.take(pa.array(chosen))), part_of_row[rows],
+                    row_in_part[rows])
 
     return StoredRows(parts, select(train), select(test))
 
@@ -121,18 +169,70 @@ def stored_rows(parts: Sequence[Location], train: pa.Array, test: pa.Array) -> S
 def iter_rows(parts: Sequence[Location], rows: Rows, positions: np.ndarray | None = None
               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(positions, vectors) part by part for the rows at ``positions`` (all when None):
-    positions ascending within a part, one part's table in memory at a time."""
-    positions = np.arange(len(rows)) if positions is None else np.asarray(positions)
-    if not len(positions):
+    positions ascending within a part, one part's vectors in memory at a time."""
+    # a stable sort of ascending positions by part keeps them ascending within each part
+    if positions is None:  # every row: no position array beside the order
+        part_of = rows.part
+        order = np.argsort(part_of, kind="stable")
+    else:
+        positions = np.asarray(positions)
+        if np.any(np.diff(positions) < 0):
+            positions = np.sort(positions)
+        part_of = rows.part[positions]
+        order = positions[np.argsort(part_of, kind="stable")]
+    if not len(order):
         return
-    order = np.lexsort((positions, rows.part[positions]))
-    positions = positions[order]
-    part_of = rows.part[positions]
-    bounds = np.flatnonzero(np.diff(part_of)) + 1
-    for group in np.split(positions, bounds):
-        table = read_table(parts[int(rows.part[group[0]])], columns=["vector"])
-        matrix = to_matrix(table.column("vector"))
-        yield group, np.ascontiguousarray(matrix[rows.row[group]])
+    ends = np.cumsum(np.bincount(part_of, minlength=len(parts)))
+    del part_of
+    start = 0
+    for part, stop in enumerate(ends.tolist()):
+        if stop > start:
+            group = order[start:stop]
+            vectors = read_part_rows(parts[part], rows.row[group])
+            yield group, vectors
+            del vectors  # before the next part is read: one part's vectors at a time
+        start = stop
+
+
+def read_part_rows(location: Location, wanted: np.ndarray, batch_rows: int = 4096
+                   ) -> np.ndarray:
+    """The vectors of a part's rows ``wanted`` (row numbers, any order), in that order.
+
+    Read a few thousand rows at a time into the result: a whole-column read decodes every
+    float's nesting levels beside the values and grows its buffers by doubling (a 50k-row
+    768-d part, 150 MB of floats, peaked at ~750 MB), where this holds the result and one
+    batch (12 MB at 768-d)."""
+    wanted = np.asarray(wanted, dtype=np.int64)
+    if not len(wanted):
+        return np.zeros((0, 0), dtype=np.float32)
+    order = np.argsort(wanted, kind="stable")
+    ordered = wanted[order]
+    in_order = bool(np.all(order == np.arange(len(order))))  # the usual case: a whole part
+    out: np.ndarray | None = None
+    filesystem, path = open_location(os.fspath(location))
+    start = 0
+    with filesystem.open_input_file(path) as source:
+        # buffered reads of the column chunk, not the whole chunk's bytes at once
+        reader = pq.ParquetFile(source, pre_buffer=False, buffer_size=4 << 20)
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=["vector"],
+                                         use_threads=False):
+            stop = start + batch.num_rows
+            lo, hi = np.searchsorted(ordered, [start, stop])
+            if hi > lo:
+                matrix = to_matrix(batch.column(0))
+                if out is None:
+                    out = np.empty((len(wanted), matrix.shape[1]), dtype=np.float32)
+                if in_order:  # straight into the result: no gathered copy on the heap
+                    np.take(matrix, ordered[lo:hi] - start, axis=0, out=out[lo:hi], mode="clip")
+                else:
+                    out[order[lo:hi]] = matrix[ordered[lo:hi] - start]
+            start = stop
+            if hi == len(ordered):
+                break
+    _release_arrow_memory()  # the decoded batches: not kept as a reserve between parts
+    if out is None or start <= ordered[-1]:
+        raise IndexError(f"{base_name(location)} has {start} rows, no row {ordered[-1]}")
+    return out
 
 
 def spill_rows(parts: Sequence[Location], rows: Rows, positions: np.ndarray, path: Path) -> int:
@@ -246,6 +346,7 @@ def _scan(queries: np.ndarray, parts_of: Callable[[], Iterator[tuple[np.ndarray,
             products[grow] = np.take_along_axis(merged_products, order, 1)
             exact[grow] = kept_exact
         on_part(len(vectors))
+        del vectors, scores  # let the part go before the next is read
     margin = 2 * _error_bound(queries.shape[1])
     # all k + spare slots filled (else every row was kept), the kth too close to the last
     full = positions[:, -1] != _EMPTY
@@ -277,6 +378,7 @@ def _window(queries: np.ndarray, floor: np.ndarray,
         for i in np.unique(rows):
             mine = rows == i
             found[i].append((part_positions[cols[mine]], exact[mine]))
+        del vectors, scores
     return [(np.concatenate([p for p, _ in f]), np.concatenate([s for _, s in f])) if f
             else (np.zeros(0, np.int64), np.zeros(0, np.float32)) for f in found]
 
@@ -371,10 +473,15 @@ def block_size(dim: int, part_rows: int, width: int, buffer_bytes: int) -> int:
 _NEW, _LOST, _KEPT = 0, 1, 2
 
 
+def _release_arrow_memory() -> None:
+    """Hand back to the system what Arrow's allocator keeps of freed buffers. Hashing and
+    sorting a million ids frees a few hundred MB that mimalloc would otherwise hold while
+    the scan's buffers come on top (at 1M train vectors, the step's peak: +110 MB)."""
+    pa.default_memory_pool().release_unused()
+
+
 def update_ground_truth(
-    parts: Sequence[Location],
-    train: pa.Array,
-    test: pa.Array,
+    stored: StoredRows,
     location: str,
     k: int,
     model_id: str,
@@ -384,20 +491,26 @@ def update_ground_truth(
     on_plan: Callable[[int], None] = lambda n: None,
     spare: int | None = None,
 ) -> GroundTruthUpdate:
-    """Bring the ground truth at ``location`` up to date with the stored vectors of the
-    ``train`` (corpus) and ``test`` (query) uuids (see the module's doc); writes nothing
+    """Bring the ground truth at ``location`` up to date with the ``stored`` vectors
+    (``stored_rows``: train as corpus, test as queries; see the module's doc); writes nothing
     when nothing changed. ``on_plan(n)`` once the n query-vector pairs to score are known,
     then ``on_scored(n)`` as n of them are scored. ``spare``: candidates kept beyond k while
-    scanning (default k), for telling near-ties apart."""
-    stored = stored_rows(parts, train, test)
+    scanning (default k), for telling near-ties apart. A caller that lets go of its uuid
+    lists (and the posts table they came from) before this keeps no per-post state alive
+    beside these rows while the corpus is read."""
+    _release_arrow_memory()  # what finding the rows freed (a caller's posts table too)
     corpus, queries = stored.corpus, stored.queries
     names = stored.part_names
     previous, reason = read_previous(location, k, model_id)
     same = np.zeros(len(corpus), dtype=bool)
     removed = 0
     if previous is not None:
-        before = pc.index_in(corpus.uuids, value_set=previous.corpus).fill_null(-1).to_numpy(
+        now_ids, previous_ids = corpus.uuids, compact_uuids(previous.corpus)
+        if now_ids.type != previous_ids.type:  # one side not all canonical uuids: as text
+            now_ids, previous_ids = uuid_strings(now_ids), uuid_strings(previous_ids)
+        before = pc.index_in(now_ids, value_set=previous_ids).fill_null(-1).to_numpy(
             zero_copy_only=False)
+        del now_ids, previous_ids
         prev_parts = pc.dictionary_encode(previous.corpus_parts)
         index_of = {name: i for i, name in enumerate(names)}
         prev_part = np.array([index_of.get(n, -2) for n in prev_parts.dictionary.to_pylist()]
@@ -408,7 +521,8 @@ def update_ground_truth(
         prev_part = np.append(prev_part, -2)
         same = (before >= 0) & (prev_part[np.maximum(before, 0)] == corpus.part)
         removed = len(previous.corpus) - int(same.sum())
-    added_positions = np.flatnonzero(~same)
+    incremental = previous is not None
+    del previous  # its ids: not needed past the diff, not held through the scan
 
     spare = k if spare is None else spare
     dim = 0
@@ -417,24 +531,27 @@ def update_ground_truth(
     with tempfile.TemporaryDirectory(prefix="ground-truth-") as scratch_dir:
         scratch = Path(scratch_dir)
         dropped = 0
-        if previous is not None:
+        if incremental:
             dropped, ok = _read_kept(location, queries, stored, corpus, same, k, status,
                                      scratch)
             if not ok:
-                previous, reason = None, "the previous table is not in query order"
+                incremental, reason = False, "the previous table is not in query order"
                 status[:] = _NEW
-                added_positions, removed, dropped = np.arange(len(corpus)), 0, 0
+                same[:] = False
+                removed, dropped = 0, 0
+        # the added positions themselves only when kept queries are merged with them: a full
+        # computation holds no per-vector array for them
+        added = len(corpus) - int(same.sum())
         full_queries = np.flatnonzero(status != _KEPT)
         kept_queries = np.flatnonzero(status == _KEPT)
         update = GroundTruthUpdate(
-            full=previous is None, reason=reason, corpus=len(corpus), queries=len(queries),
-            added=len(added_positions) if previous is not None else len(corpus),
-            removed=removed,
-            new_queries=int((status == _NEW).sum()) if previous is not None else 0,
+            full=not incremental, reason=reason, corpus=len(corpus), queries=len(queries),
+            added=added, removed=removed,
+            new_queries=int((status == _NEW).sum()) if incremental else 0,
             lost_neighbour=int((status == _LOST).sum()), dropped_queries=dropped,
-            merged=len(kept_queries) if len(added_positions) else 0, rescanned=0,
+            merged=len(kept_queries) if added else 0, rescanned=0,
             scored=len(full_queries) * len(corpus) + (
-                len(kept_queries) * len(added_positions) if previous is not None else 0))
+                len(kept_queries) * added if incremental else 0))
         if update.unchanged:
             log(update.summary())
             return update
@@ -445,12 +562,14 @@ def update_ground_truth(
         for positions, name in ((full_queries, "full"), (kept_queries, "kept")):
             if len(positions):
                 dim = spill_rows(stored.parts, queries, positions, scratch / f"{name}.f32")
+        _release_arrow_memory()  # the previous table's ids, before the scan's buffers
         width = k + spare
         block = block_size(dim or 1, largest, width, buffer_bytes)
         scores_buffer = np.empty(min(block, max(len(full_queries), len(kept_queries), 1))
                                  * largest, dtype=np.float32)
 
-        def run(name: str, selection: np.ndarray, rows: np.ndarray | None) -> None:
+        def run(name: str, selection: np.ndarray, rows: np.ndarray | None,
+                scores_buffer: np.ndarray) -> None:
             """Each block of the ``selection`` against the corpus ``rows`` (None: all),
             merged with the kept ones' previous top-k when given, to ``<name>.pos/.score``."""
             with open(scratch / f"{name}.pos", "wb") as pos_out, \
@@ -471,13 +590,14 @@ def update_ground_truth(
                     pos_out.write(np.ascontiguousarray(pos, np.int64).tobytes())
                     score_out.write(np.ascontiguousarray(sc, np.float32).tobytes())
 
-        run("full", full_queries, None)
-        if len(kept_queries) and len(added_positions):
-            run("kept", kept_queries, added_positions)
+        run("full", full_queries, None, scores_buffer)
+        if len(kept_queries) and added:
+            run("kept", kept_queries, np.flatnonzero(~same), scores_buffer)
         elif len(kept_queries):  # nothing added: their previous top-k stands
             os.replace(scratch / "previous.pos", scratch / "kept.pos")
             os.replace(scratch / "previous.score", scratch / "kept.score")
         update = replace(update, rescanned=stats.rescanned)
+        del scores_buffer  # before the ids are written out as text
         _write(location, stored, status, k, model_id, scratch)
     log(update.summary())
     return update
@@ -491,12 +611,14 @@ def _read_kept(location: str, queries: Rows, stored: StoredRows, corpus: Rows, s
     queries dropped, and False when the table is not in query order."""
     names = stored.part_names
     dropped, last = 0, -1
+    # the table's ids are text: matched as text for this read only
+    query_ids, corpus_ids = uuid_strings(queries.uuids), uuid_strings(corpus.uuids)
     filesystem, path = open_location(location)
     with filesystem.open_input_file(path) as source, \
             open(scratch / "previous.pos", "wb") as pos_out, \
             open(scratch / "previous.score", "wb") as score_out:
         for batch in pq.ParquetFile(source).iter_batches(batch_size=8192):
-            now = pc.index_in(batch.column("query"), value_set=queries.uuids).fill_null(-1) \
+            now = pc.index_in(batch.column("query"), value_set=query_ids).fill_null(-1) \
                 .to_numpy(zero_copy_only=False)
             part = batch.column("part").to_pylist()
             present = now[now >= 0]
@@ -506,7 +628,7 @@ def _read_kept(location: str, queries: Rows, stored: StoredRows, corpus: Rows, s
             dropped += int((now < 0).sum())
             lists = batch.column("neighbours")
             offsets = lists.offsets.to_numpy()
-            neighbour = pc.index_in(lists.flatten(), value_set=corpus.uuids).fill_null(-1) \
+            neighbour = pc.index_in(lists.flatten(), value_set=corpus_ids).fill_null(-1) \
                 .to_numpy(zero_copy_only=False)
             bad = ~np.append(same, False)[neighbour]  # -1 (not in the corpus): the False
             bad_count = np.concatenate([[0], np.cumsum(bad)])
@@ -540,11 +662,12 @@ def _write(location: str, stored: StoredRows, status: np.ndarray, k: int, model_
     token = uuid.uuid4().hex
     part_names = stored.part_names
     names = pa.array(part_names, pa.string())
-    record = pa.table({"uuid": corpus.uuids,
+    record = pa.table({"uuid": uuid_strings(corpus.uuids),
                        "part": pa.DictionaryArray.from_arrays(pa.array(corpus.part, pa.int32()),
                                                               names)})
     write_table_atomic(record.replace_schema_metadata({META_KEY: token.encode()}),
                        corpus_location(location))
+    del record
     meta = {"format": FORMAT, "k": k, "model_id": model_id, "corpus": len(corpus),
             "queries": len(queries), "corpus_token": token}
     schema = TABLE_SCHEMA.with_metadata({META_KEY: json.dumps(meta).encode()})
@@ -567,10 +690,10 @@ def _write(location: str, stored: StoredRows, status: np.ndarray, k: int, model_
                 filled = pos != _EMPTY
                 offsets = np.concatenate([[0], np.cumsum(filled.sum(axis=1))]).astype(np.int32)
                 neighbours = pa.ListArray.from_arrays(
-                    pa.array(offsets), corpus.uuids.take(pa.array(pos[filled])))
+                    pa.array(offsets), uuid_strings(corpus.uuids.take(pa.array(pos[filled]))))
                 scores = pa.ListArray.from_arrays(pa.array(offsets), pa.array(sc[filled], pa.float32()))
                 writer.write_table(pa.table(
-                    [queries.uuids.slice(start, stop - start),
+                    [uuid_strings(queries.uuids.slice(start, stop - start)),
                      pa.array([part_names[p] for p in queries.part[start:stop].tolist()],
                               pa.string()),
                      neighbours, scores], schema=schema))

@@ -44,6 +44,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
+from .records import rows_of
 from .tables import atomic_path
 
 TOKENIZER_VERSION = 1  # bump when caption_tokens changes: old index files then refuse to open
@@ -352,26 +355,50 @@ class TantivyKeywordIndex:
         _tantivy_tokenizer(tantivy, index)
         self._schema = index.schema
         self._searcher = index.searcher()
-        self._uuids: dict[tuple[int, int], str] | None = None
+        self._uuids: list[str] | None = None
+        self._first = np.zeros(0, np.int64)
         self._uuids_lock = threading.Lock()
 
-    def _uuid_at(self) -> dict[tuple[int, int], str]:
-        """Each document's uuid by its address, read once: a stored-field read per hit costs
+    def _table(self) -> tuple[list[str], np.ndarray]:
+        """Each document's uuid by its ordinal (its segment's first ordinal plus its number
+        there), and each segment's first ordinal; read once: a stored-field read per hit costs
         as much as the search itself for the fusion window's 100 hits."""
         with self._uuids_lock:
             if self._uuids is None:
                 everything = self._searcher.search(self._tantivy.Query.all_query(),
                                                    limit=max(1, self._searcher.num_docs), count=False)
-                self._uuids = {(a.segment_ord, a.doc): self._searcher.doc(a)["uuid"][0]
-                               for _, a in everything.hits}
-            return self._uuids
+                at: dict[int, dict[int, str]] = {}
+                for _, a in everything.hits:
+                    at.setdefault(a.segment_ord, {})[a.doc] = self._searcher.doc(a)["uuid"][0]
+                uuids: list[str] = []
+                first: list[int] = []
+                for segment in range(max(at, default=-1) + 1):
+                    docs = at.get(segment, {})
+                    first.append(len(uuids))
+                    # Deleted documents (an incremental version's removals) are never hits: "".
+                    uuids += [docs.get(d, "") for d in range(max(docs, default=-1) + 1)]
+                self._uuids, self._first = uuids, np.asarray(first, dtype=np.int64)
+            return self._uuids, self._first
+
+    def uuids_by_ordinal(self) -> list[str]:
+        """Each document's uuid at its ordinal (``search_ordinals``); "" for a deleted one."""
+        return self._table()[0]
 
     def __len__(self) -> int:
         return self._documents
 
     def search(self, query: str, k: int, offset: int = 0, split: str | None = None,
                require: Sequence[str] = ()) -> list[KeywordHit]:
-        """The ``k`` best captions for ``query`` after the first ``offset``, best first.
+        """``search_ordinals`` as hits, each with its uuid."""
+        ordinals, scores = self.search_ordinals(query, k, offset, split, require)
+        uuids = self.uuids_by_ordinal()
+        return rows_of(KeywordHit, [uuids[o] for o in ordinals.tolist()], scores)
+
+    def search_ordinals(self, query: str, k: int, offset: int = 0, split: str | None = None,
+                        require: Sequence[str] = ()) -> tuple[np.ndarray, list[float]]:
+        """The ordinals (``uuids_by_ordinal``) and BM25 scores of the ``k`` best captions for
+        ``query`` after the first ``offset``, best first: numbers, not uuids, so that a caller
+        can map them to its own rows in one step (hybrid search reads the window whole).
         ``split`` keeps that split only; ``require`` (the caption filter's words) keeps
         captions holding every token of every one of them: zero-scored clauses, so the scores
         of what they keep do not change. A query without tokens finds nothing. Which terms
@@ -380,7 +407,7 @@ class TantivyKeywordIndex:
             raise ValueError(f"need k >= 1 and offset >= 0, got k={k}, offset={offset}")
         tokens = query_tokens(query)
         if not tokens:
-            return []
+            return np.zeros(0, np.int64), []
         t, schema = self._tantivy, self._schema
         combined = t.Query.boolean_query([(t.Occur.Should, t.Query.term_query(schema, "tokens", token))
                                           for token in tokens])
@@ -391,8 +418,10 @@ class TantivyKeywordIndex:
             combined = t.Query.boolean_query([(t.Occur.Must, combined)] + [
                 (t.Occur.Must, t.Query.const_score_query(f, 0.0)) for f in filters])
         hits = self._searcher.search(combined, limit=k, offset=offset, count=False).hits
-        uuid_at = self._uuid_at()
-        return [KeywordHit(uuid_at[(a.segment_ord, a.doc)], float(score)) for score, a in hits]
+        first = self._table()[1]
+        ordinals = (first[np.fromiter((a.segment_ord for _, a in hits), np.int64, len(hits))]
+                    + np.fromiter((a.doc for _, a in hits), np.int64, len(hits)))
+        return ordinals, [score for score, _ in hits]
 
     def close(self) -> None:
         self._cleanup()

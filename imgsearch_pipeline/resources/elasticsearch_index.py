@@ -24,7 +24,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from ..core import es_queries as q
 from ..core.retry import with_retries
 from .environment import resolved
-from .vector_index import Hit, IndexBatch, SearchFilter, VectorIndex
+from .vector_index import Hit, IndexBatch, Ranking, SearchFilter, VectorIndex
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -319,7 +319,7 @@ class ElasticsearchIndex(VectorIndex):
 
     def search_both(self, vector: np.ndarray | None, text: str, k: int, num_candidates: int,
                     version: str | None = None, search_filter: SearchFilter | None = None,
-                    min_score: float | None = None) -> tuple[list[Hit], list[Hit]]:
+                    min_score: float | None = None) -> tuple[Ranking, Ranking]:
         """Both rankings in one ``_msearch`` (kNN, then match), one round trip; the fusion
         stays in the API (``core/fusion.rrf``): Elasticsearch's needs a paid licence."""
         search_filter = search_filter or SearchFilter()
@@ -328,12 +328,12 @@ class ElasticsearchIndex(VectorIndex):
         match = self._match_body(text, k, search_filter)
         kinds = [kind for kind, body in (("knn", knn), ("match", match)) if body is not None]
         if not kinds:
-            return [], []
+            return Ranking.of([]), Ranking.of([])
         answers = self._msearch(self._target(version), q.hybrid_msearch_items(knn, match),
                                 lambda body: q.parse_hybrid_msearch(body, kinds))
-        found = {kind: [Hit(uuid, score, caption) for uuid, score, caption in hits]
+        found = {kind: Ranking.of(Hit(uuid, score, caption) for uuid, score, caption in hits)
                  for kind, hits in zip(kinds, answers, strict=True)}
-        return found.get("knn", []), found.get("match", [])
+        return found.get("knn", Ranking.of([])), found.get("match", Ranking.of([]))
 
     def _msearch(self, target: str, searches: list[dict], read: Callable[[dict], T]) -> T:
         """One ``_msearch`` of ``searches`` on ``target``, its answer read by ``read``; a

@@ -16,18 +16,18 @@ import os
 import shutil
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..core.fusion import above_min_score
+from ..core.fusion import check_min_score
 from ..core.ids import check_version
 from ..core.integrity import IntegrityError, manifest_entries, verify_manifest, write_manifest
 from ..core.keywords import (
@@ -64,10 +64,53 @@ class SearchFilter:
     split: str | None = None
 
 
-class Hit(NamedTuple):  # a tuple: made by the hundred per hybrid search, at half the cost
+class Hit(NamedTuple):  # a tuple: made by the hundred per search batch, at half the cost
     uuid: str
     score: float
     caption: str | None = None
+
+
+class Ranking(Sequence[Hit]):
+    """One search's best-first answer kept as columns, a ``Hit`` made only where one is read.
+
+    ``keys`` name the documents alike on both sides of a hybrid search (a faiss row, an
+    Elasticsearch uuid): fusion reads every key of two windows of 100 and shows a page of
+    ten, and making (and fetching from memory) the other Hits cost more than the fusion."""
+
+    __slots__ = ("keys", "scores", "_make")
+
+    def __init__(self, keys: list, scores: list[float], make: Callable[[Any, float], Hit]):
+        self.keys, self.scores, self._make = keys, scores, make
+
+    @classmethod
+    def of(cls, hits: Iterable[Hit]) -> "Ranking":
+        hits = list(hits)
+        captions = {hit.uuid: hit.caption for hit in hits}
+        return cls([hit.uuid for hit in hits], [hit.score for hit in hits],
+                   lambda uuid, score: Hit(uuid, score, captions[uuid]))
+
+    def above(self, min_score: float | None) -> "Ranking":
+        """The hits at least ``min_score`` similar, in their order (``above_min_score``)."""
+        if check_min_score(min_score) is None:
+            return self
+        kept = [i for i, score in enumerate(self.scores) if score >= min_score]
+        return Ranking([self.keys[i] for i in kept], [self.scores[i] for i in kept], self._make)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        return self._make(self.keys[i], self.scores[i])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to a list, so unhashable like one
+
+    def __repr__(self) -> str:
+        return f"Ranking({list(self)!r})"
 
 
 class VectorIndex(dg.ConfigurableResource, ABC):
@@ -114,13 +157,13 @@ class VectorIndex(dg.ConfigurableResource, ABC):
 
     def search_both(self, vector: np.ndarray | None, text: str, k: int, num_candidates: int,
                     version: str | None = None, search_filter: SearchFilter | None = None,
-                    min_score: float | None = None) -> tuple[list[Hit], list[Hit]]:
+                    min_score: float | None = None) -> tuple[Ranking, Ranking]:
         """The two rankings that hybrid search fuses: ``search`` of ``vector`` (none without
         one) and ``keyword_search`` of ``text``, ``k`` hits each, as one request where the
         backend can (Elasticsearch: one ``_msearch``)."""
         pictures = [] if vector is None else self.search(
             vector, k, num_candidates, version, search_filter, min_score)
-        return pictures, self.keyword_search(text, k, version, search_filter)
+        return Ranking.of(pictures), Ranking.of(self.keyword_search(text, k, version, search_filter))
 
     def search_many(self, vectors: np.ndarray, k: int, num_candidates: int,
                     version: str | None = None) -> list[list[Hit]]:
@@ -293,20 +336,30 @@ class _LoadedVersion:
         self._lower_captions = [(c or "").lower() for c in self.captions]
         self._folder = folder
         self._keywords: TantivyKeywordIndex | None = None
-        self._positions: dict[str, int] | None = None
+        self._rows = np.zeros(0, np.int64)
         self._lock = threading.Lock()
 
-    def keywords(self) -> tuple[TantivyKeywordIndex, dict[str, int]]:
-        """The captions' BM25 index and each uuid's position, opened at the first keyword
-        query (the file was verified with the rest when the version was loaded)."""
+    def keywords(self) -> tuple[TantivyKeywordIndex, np.ndarray]:
+        """The captions' BM25 index and each of its documents' row here, by its ordinal
+        (``TantivyKeywordIndex.search_ordinals``), opened at the first keyword query (the file
+        was verified with the rest when the version was loaded)."""
         with self._lock:
             if self._keywords is None:
                 if not (self._folder / KEYWORDS_FILE).is_file():
                     raise IntegrityError(KEYWORDS_FILE, "missing: the version was built before "
                                                         "keyword search; build it again in full")
-                self._keywords = TantivyKeywordIndex(self._folder / KEYWORDS_FILE)
-                self._positions = {uuid: i for i, uuid in enumerate(self.ids)}
-            return self._keywords, self._positions
+                keywords = TantivyKeywordIndex(self._folder / KEYWORDS_FILE)
+                row = {uuid: i for i, uuid in enumerate(self.ids)}
+                # A deleted document (never a hit) has no uuid: -1.
+                self._rows = np.array([row.get(uuid, -1) for uuid in keywords.uuids_by_ordinal()],
+                                      dtype=np.int64)
+                self._keywords = keywords
+            return self._keywords, self._rows
+
+    def ranking(self, rows: np.ndarray, scores: list[float]) -> Ranking:
+        """Hits at these rows, best first, made only where read."""
+        ids, captions = self.ids, self.captions
+        return Ranking(rows.tolist(), scores, lambda row, score: Hit(ids[row], score, captions[row]))
 
     @property
     def count(self) -> int:
@@ -517,35 +570,50 @@ class FaissHnswIndex(VectorIndex):
 
     def search(self, vector, k, num_candidates, version=None, search_filter=None,
                min_score=None) -> list[Hit]:
-        loaded = self._load(version)
-        params = self._search_params(loaded, max(num_candidates, k), search_filter)
-        hits = self._answers(loaded, np.asarray(vector).reshape(1, -1), k, params)[0]
+        ranking = self._search_ranking(self._load(version), vector, k, num_candidates, search_filter)
         # On the exact (re-ranked) cosine, as Elasticsearch's kNN ``similarity`` does.
-        return above_min_score(hits, min_score)
+        return list(ranking.above(min_score))
+
+    def _search_ranking(self, loaded: _LoadedVersion, vector, k: int, num_candidates: int,
+                       search_filter: SearchFilter | None) -> Ranking:
+        params = self._search_params(loaded, max(num_candidates, k), search_filter)
+        return self._answers(loaded, np.asarray(vector).reshape(1, -1), k, params)[0]
 
     def search_both(self, vector, text, k, num_candidates, version=None, search_filter=None,
-                    min_score=None) -> tuple[list[Hit], list[Hit]]:
-        """The keyword search on a helper thread while the graph search runs here (faiss lets
-        go of the GIL while it searches: measured with a thread running beside it)."""
+                    min_score=None) -> tuple[Ranking, Ranking]:
+        """The keyword search on a helper thread while the graph search runs here: faiss
+        lets go of the GIL while it searches, and the keyword side's Python is short (numbers
+        until a hit is shown), so it fits in that wait. Measured side by side at 27k, the
+        other ways took longer: the graph on the helper ~30% (its start and its answer each
+        wait for a thread to wake), one after the other ~15%."""
+        loaded = self._load(version)
         if vector is None:
-            return [], self.keyword_search(text, k, version, search_filter)
-        words = _helper().submit(self.keyword_search, text, k, version, search_filter)
-        pictures = self.search(vector, k, num_candidates, version, search_filter, min_score)
-        return pictures, words.result()
+            return loaded.ranking(np.zeros(0, np.int64), []), self._keyword_ranking(
+                loaded, text, k, search_filter)
+        words = _helper().submit(self._keyword_ranking, loaded, text, k, search_filter)
+        try:
+            pictures = self._search_ranking(loaded, vector, k, num_candidates, search_filter)
+        finally:
+            found = words.result()  # never leave the keyword search running unseen
+        return pictures.above(min_score), found
 
     def keyword_search(self, text, k, version=None, search_filter=None) -> list[Hit]:
-        loaded = self._load(version)
-        keywords, positions = loaded.keywords()
+        return list(self._keyword_ranking(self._load(version), text, k, search_filter))
+
+    @staticmethod
+    def _keyword_ranking(loaded: _LoadedVersion, text: str, k: int,
+                         search_filter: SearchFilter | None) -> Ranking:
+        keywords, row_of = loaded.keywords()
         search_filter = search_filter or SearchFilter()
-        found = keywords.search(text, k, split=search_filter.split,
-                                require=search_filter.caption_words)
-        captions = loaded.captions
-        return [Hit(uuid, score, captions[positions[uuid]]) for uuid, score in found]
+        ordinals, scores = keywords.search_ordinals(text, k, split=search_filter.split,
+                                                    require=search_filter.caption_words)
+        return loaded.ranking(row_of[ordinals], scores)
 
     def search_many(self, vectors, k, num_candidates, version=None) -> list[list[Hit]]:
         loaded = self._load(version)
-        return self._answers(loaded, np.asarray(vectors).reshape(-1, loaded.index.d), k,
-                             loaded.search_params(max(num_candidates, k)))
+        return [list(ranking) for ranking in self._answers(
+            loaded, np.asarray(vectors).reshape(-1, loaded.index.d), k,
+            loaded.search_params(max(num_candidates, k)))]
 
     @staticmethod
     def _search_params(loaded: _LoadedVersion, depth: int, search_filter: SearchFilter | None):
@@ -559,28 +627,40 @@ class FaissHnswIndex(VectorIndex):
         return params
 
     def _answers(self, loaded: _LoadedVersion, queries: np.ndarray, k: int, params
-                 ) -> list[list[Hit]]:
+                 ) -> list[Ranking]:
         """The hits of each query row; faiss spreads a batch of rows over its threads."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        return self._ranked(loaded, queries, k, self._graph_search(loaded, queries, k, params))
+
+    def _graph_search(self, loaded: _LoadedVersion, queries: np.ndarray, k: int, params
+                      ) -> tuple[np.ndarray | None, np.ndarray]:
+        """faiss's answer: the scores and positions of the best ``k``, or, for a coded
+        graph, no scores and the positions of the candidates to re-rank."""
         if loaded.vectors is None:
-            scores, positions = loaded.index.search(queries, k, params=params)
-            return [self._hits(loaded, s, p) for s, p in zip(scores, positions, strict=True)]
-        # The graph's best candidates by their codes, then exact scores on the floats.
+            return loaded.index.search(queries, k, params=params)
         factor = loaded.rerank_factor or self.rerank_factor
         wanted = min(params.efSearch, max(k, factor * k))
-        _, candidates = loaded.index.search(queries, wanted, params=params)
+        return None, loaded.index.search(queries, wanted, params=params)[1]
+
+    def _ranked(self, loaded: _LoadedVersion, queries: np.ndarray, k: int,
+                found: tuple[np.ndarray | None, np.ndarray]) -> list[Ranking]:
+        """Each query row's hits from ``_graph_search``, re-ranked on the float vectors by
+        their exact scores when the graph holds codes."""
+        scores, positions = found
+        if scores is not None:
+            return [self._ranking(loaded, s, p) for s, p in zip(scores, positions, strict=True)]
         answers = []
-        for query, row in zip(queries, candidates, strict=True):
-            found = np.sort(row[row >= 0])  # in file order: fewer seeks
-            exact = similarities(query.reshape(1, -1), loaded.vectors[found])[0]
+        for query, row in zip(queries, positions, strict=True):
+            chosen = np.sort(row[row >= 0])  # in file order: fewer seeks
+            exact = similarities(query.reshape(1, -1), loaded.vectors[chosen])[0]
             order = np.argsort(-exact, kind="stable")[:k]
-            answers.append(self._hits(loaded, exact[order], found[order]))
+            answers.append(loaded.ranking(chosen[order], exact[order].tolist()))
         return answers
 
     @staticmethod
-    def _hits(loaded: _LoadedVersion, scores: np.ndarray, positions: np.ndarray) -> list[Hit]:
-        return [Hit(loaded.ids[p], float(s), loaded.captions[p])
-                for s, p in zip(scores.tolist(), positions.tolist(), strict=True) if p >= 0]
+    def _ranking(loaded: _LoadedVersion, scores: np.ndarray, positions: np.ndarray) -> Ranking:
+        found = positions >= 0  # faiss pads a short answer with -1
+        return loaded.ranking(positions[found], scores[found].tolist())
 
     def count(self, version: str | None = None) -> int:
         return self._load(version).count
