@@ -249,3 +249,12 @@ def test_an_incremental_sweep_starts_just_below_the_previous_depth():
     assert depths_from(depths, 400) == [384, 512, 768, 1024]
     assert depths_from(depths, 10) == depths  # nothing below: the whole sweep
     assert depths_from(depths, 5000) == [1024]
+
+
+def test_a_grown_incremental_sweep_starts_at_the_previous_depth():
+    # More added than removed: the graph is larger, no shallower depth is searched again.
+    depths = candidate_depths(10, 1024)
+    assert depths_from(depths, 512, grew=True) == [512, 768, 1024]
+    assert depths_from(depths, 400, grew=True) == [512, 768, 1024]
+    assert depths_from(depths, 10, grew=True) == depths
+    assert depths_from(depths, 5000, grew=True) == [1024]

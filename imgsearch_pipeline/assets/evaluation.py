@@ -166,7 +166,8 @@ def recall_report(
 
 def _depths(context: dg.AssetExecutionContext, config: RecallReportConfig,
             search_index: IndexBuild, vector_index: VectorIndex) -> list[int]:
-    """The config's depths; for an incremental version, from just below its base's depth."""
+    """The config's depths; for an incremental version, from its base's depth (from just
+    below it when more were removed than added)."""
     depths = config.depths()
     if search_index.action != "incremental" or config.num_candidates is not None:
         return depths
@@ -176,7 +177,8 @@ def _depths(context: dg.AssetExecutionContext, config: RecallReportConfig,
         record = None
     if record is None:
         return depths
-    swept = depths_from(depths, int(record["num_candidates"]))
+    swept = depths_from(depths, int(record["num_candidates"]),
+                        grew=search_index.added > search_index.removed)
     context.log.info(f"incremental version of {search_index.base} (depth "
                      f"{record['num_candidates']}): the sweep starts at depth {swept[0]}")
     return swept

@@ -37,12 +37,16 @@ def candidate_depths(k: int, cap: int) -> list[int]:
     return [k] + [d for d in steps if k < d < cap] + ([cap] if cap > k else [])
 
 
-def depths_from(depths: list[int], previous: int) -> list[int]:
+def depths_from(depths: list[int], previous: int, grew: bool = False) -> list[int]:
     """The sweep of a version that extends one whose chosen depth was ``previous``: from the
-    depth just below it upward. A few added or removed items move the depth a step at most,
-    and the shallow depths of a large index (the cheap ones, missing the target by far) are
-    not searched again; the version is still judged at the depth the sweep chooses."""
+    depth just below it upward, or from ``previous`` itself when the version ``grew`` (more
+    added than removed). A few added or removed items move the depth a step at most, a
+    larger graph needs no shallower search, and the shallow depths of a large index (the
+    cheap ones, missing the target by far) are not searched again; the version is still
+    judged at the depth the sweep chooses, and a full build sweeps them all."""
     below = [d for d in depths if d < previous]
+    if grew:
+        return depths[len(below):] or depths[-1:]
     return depths[len(below) - 1:] if below else depths
 
 
