@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..core.fusion import check_min_score
+from ..core.fusion import above_min_score
 from ..core.ids import check_version
 from ..core.integrity import IntegrityError, manifest_entries, verify_manifest, write_manifest
 from ..core.keywords import (
@@ -90,10 +90,10 @@ class Ranking(Sequence[Hit]):
                    lambda uuid, score: Hit(uuid, score, captions[uuid]))
 
     def above(self, min_score: float | None) -> "Ranking":
-        """The hits at least ``min_score`` similar, in their order (``above_min_score``)."""
-        if check_min_score(min_score) is None:
+        """The hits at least ``min_score`` similar, in their order."""
+        if min_score is None:
             return self
-        kept = [i for i, score in enumerate(self.scores) if score >= min_score]
+        kept = above_min_score(range(len(self)), min_score, score=self.scores.__getitem__)
         return Ranking([self.keys[i] for i in kept], [self.scores[i] for i in kept], self._make)
 
     def __len__(self) -> int:
