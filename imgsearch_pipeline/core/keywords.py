@@ -46,7 +46,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .records import rows_of
 from .tables import atomic_path
 
 TOKENIZER_VERSION = 1  # bump when caption_tokens changes: old index files then refuse to open
@@ -392,7 +391,7 @@ class TantivyKeywordIndex:
         """``search_ordinals`` as hits, each with its uuid."""
         ordinals, scores = self.search_ordinals(query, k, offset, split, require)
         uuids = self.uuids_by_ordinal()
-        return rows_of(KeywordHit, [uuids[o] for o in ordinals.tolist()], scores)
+        return [KeywordHit(uuids[o], score) for o, score in zip(ordinals.tolist(), scores, strict=True)]
 
     def search_ordinals(self, query: str, k: int, offset: int = 0, split: str | None = None,
                         require: Sequence[str] = ()) -> tuple[np.ndarray, list[float]]:

@@ -64,7 +64,7 @@ class SearchFilter:
     split: str | None = None
 
 
-class Hit(NamedTuple):  # a tuple: made by the hundred per search batch, at half the cost
+class Hit(NamedTuple):  # a tuple: half the cost of a dataclass to make
     uuid: str
     score: float
     caption: str | None = None
@@ -630,37 +630,22 @@ class FaissHnswIndex(VectorIndex):
                  ) -> list[Ranking]:
         """The hits of each query row; faiss spreads a batch of rows over its threads."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        return self._ranked(loaded, queries, k, self._graph_search(loaded, queries, k, params))
-
-    def _graph_search(self, loaded: _LoadedVersion, queries: np.ndarray, k: int, params
-                      ) -> tuple[np.ndarray | None, np.ndarray]:
-        """faiss's answer: the scores and positions of the best ``k``, or, for a coded
-        graph, no scores and the positions of the candidates to re-rank."""
         if loaded.vectors is None:
-            return loaded.index.search(queries, k, params=params)
+            scores, positions = loaded.index.search(queries, k, params=params)
+            found = positions >= 0  # faiss pads a short answer with -1
+            return [loaded.ranking(p[f], s[f].tolist())
+                    for s, p, f in zip(scores, positions, found, strict=True)]
+        # The graph's best candidates by their codes, then exact scores on the floats.
         factor = loaded.rerank_factor or self.rerank_factor
         wanted = min(params.efSearch, max(k, factor * k))
-        return None, loaded.index.search(queries, wanted, params=params)[1]
-
-    def _ranked(self, loaded: _LoadedVersion, queries: np.ndarray, k: int,
-                found: tuple[np.ndarray | None, np.ndarray]) -> list[Ranking]:
-        """Each query row's hits from ``_graph_search``, re-ranked on the float vectors by
-        their exact scores when the graph holds codes."""
-        scores, positions = found
-        if scores is not None:
-            return [self._ranking(loaded, s, p) for s, p in zip(scores, positions, strict=True)]
+        _, candidates = loaded.index.search(queries, wanted, params=params)
         answers = []
-        for query, row in zip(queries, positions, strict=True):
+        for query, row in zip(queries, candidates, strict=True):
             chosen = np.sort(row[row >= 0])  # in file order: fewer seeks
             exact = similarities(query.reshape(1, -1), loaded.vectors[chosen])[0]
             order = np.argsort(-exact, kind="stable")[:k]
             answers.append(loaded.ranking(chosen[order], exact[order].tolist()))
         return answers
-
-    @staticmethod
-    def _ranking(loaded: _LoadedVersion, scores: np.ndarray, positions: np.ndarray) -> Ranking:
-        found = positions >= 0  # faiss pads a short answer with -1
-        return loaded.ranking(positions[found], scores[found].tolist())
 
     def count(self, version: str | None = None) -> int:
         return self._load(version).count
