@@ -9,7 +9,7 @@ On a home whose posts and embeddings look as if the pipeline had embedded them (
 section's generated inputs, filed under the default embedder's model id so that
 ``image_embeddings`` finds every post embedded and loads no model), the scheduled job runs
 three times, each as ``dagster job execute -j reindex`` (embeddings, index, ground truth,
-report, publish and their checks; steps in processes of their own, as a user runs it):
+report, publish and their checks, in the run's process, as a user runs it):
 
 1. a full build (no live version yet);
 2. a re-index with nothing new (the goal: under 60 s at 1M, mostly Dagster's start-up);

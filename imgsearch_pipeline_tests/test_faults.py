@@ -60,11 +60,8 @@ def test_killed_while_embedding_then_rerun_completes(tmp_path):
     dagster_home.mkdir()
     config = tmp_path / "run.yaml"
     # Small parts and batches: many atomic part writes, so the kill lands between two of them.
-    # Steps in one process (as a small deployment runs them): the test spends its time
-    # embedding, not starting a process per step.
     config.write_text("ops:\n  image_embeddings:\n    config:\n      part_rows: 4\n"
-                      "resources:\n  embedder:\n    config:\n      batch_size: 4\n"
-                      "execution:\n  config:\n    in_process: {}\n")
+                      "resources:\n  embedder:\n    config:\n      batch_size: 4\n")
     command, env = _materialize_command(home, dataset, config, dagster_home)
     # Its own session: the kill reaches the step processes too, as a machine going down would.
     with server_process(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,

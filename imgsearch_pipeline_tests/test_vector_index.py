@@ -78,12 +78,13 @@ def test_default_is_8bit_codes_with_memory_mapped_rerank_vectors(tmp_path):
     loaded = sq8._load("v1")
     folder = tmp_path / "sq8" / "versions" / "v1"
     # The float vectors are a read-only map of the version's file, identical to the input.
-    mapped = loaded.vectors.base  # the array's memory is the file's read-only map
+    (block,) = loaded.vectors.blocks  # a full build: one file
+    mapped = block.base  # the array's memory is the file's read-only map
     assert isinstance(mapped, np.memmap) and mapped.mode == "r"
     assert isinstance(mapped.base, mmap.mmap)
     assert Path(mapped.filename) == (folder / VECTORS_FILE).resolve()
-    assert not loaded.vectors.flags.writeable and not loaded.vectors.flags.owndata
-    np.testing.assert_array_equal(np.asarray(loaded.vectors), CORPUS)
+    assert not block.flags.writeable and not block.flags.owndata
+    np.testing.assert_array_equal(block, CORPUS)
     # The graph in RAM holds one byte per dimension where the flat graph holds four.
     sq8_bytes = (folder / "index.faiss").stat().st_size
     flat_bytes = (tmp_path / "flat" / "versions" / "v1" / "index.faiss").stat().st_size
@@ -152,7 +153,7 @@ def test_vectors_file_must_match_the_graph(tmp_path):
     path = folder / VECTORS_FILE
     path.write_bytes(path.read_bytes()[:-DIM * 4])
     write_manifest(folder, ["index.faiss", "docs.parquet", "params.json", VECTORS_FILE])
-    with pytest.raises(IntegrityError, match=f"{VECTORS_FILE}: .* expected"):
+    with pytest.raises(IntegrityError, match=f"{VECTORS_FILE}: .* in the graph"):
         index.search(QUERIES[0], K, 64, version="v1")
 
 
@@ -278,6 +279,81 @@ def test_an_incremental_version_is_its_base_plus_added_minus_removed(tmp_path, c
         assert np.mean(overlap) >= 0.99, (version, np.mean(overlap))
 
 
+def _rows(rows: range | list[int]) -> IndexBatch:
+    rows = list(rows)
+    return IndexBatch([IDS[i] for i in rows], CORPUS[rows], [CAPTIONS[i] for i in rows],
+                      [SPLITS[i] for i in rows], [""] * len(rows))
+
+
+def _answers_as_exact(index: FaissHnswIndex, version: str, kept: np.ndarray) -> None:
+    """Each hit is a kept document scored with its own vector (the re-rank read the right
+    row), and the hits are numpy's exact top k over ``kept`` (HNSW: 99% of them)."""
+    overlap = []
+    for query in QUERIES:
+        hits = index.search(query, K, num_candidates=N, version=version)
+        rows = [IDS.index(h.uuid) for h in hits]
+        assert all(kept[rows])
+        np.testing.assert_allclose([h.score for h in hits], CORPUS[rows] @ query, atol=1e-5)
+        overlap.append(len(set(_exact(query, kept)[0]) & {h.uuid for h in hits}) / K)
+    assert np.mean(overlap) >= 0.99, np.mean(overlap)
+
+
+def test_an_incremental_version_shares_its_bases_vectors(tmp_path, monkeypatch):
+    """An incremental version's float vectors are its base's files, hard-linked, plus a file
+    of the new rows only: nothing is copied, the base can be deleted, and damage to a
+    shared file is found by every version that holds it."""
+    import os
+
+    index = FaissHnswIndex(root=str(tmp_path), m=16, ef_construction=100)
+    index.build("v1", DIM, [_rows(range(0, 1200))])
+    index.build("v2", DIM, [_rows(range(1200, 1500))], base="v1", removed=IDS[:10])
+    v1, v2 = tmp_path / "versions" / "v1", tmp_path / "versions" / "v2"
+    assert os.path.samefile(v1 / VECTORS_FILE, v2 / VECTORS_FILE)
+    assert (v2 / "vectors-1.f32").read_bytes() == CORPUS[1200:].tobytes()
+    index.delete_version("v1")
+    index.release("v2")  # as a new process would
+    _answers_as_exact(index, "v2", ~np.isin(IDS, IDS[:10]))
+    # Where the file system has no hard links, the base's files are copied.
+    monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError("no links")))
+    index.build("v3", DIM, [], base="v2", removed=IDS[10:20])
+    v3 = tmp_path / "versions" / "v3"
+    assert not os.path.samefile(v2 / VECTORS_FILE, v3 / VECTORS_FILE)
+    _answers_as_exact(index, "v3", ~np.isin(IDS, IDS[:20]))
+    monkeypatch.undo()
+    index.build("v4", DIM, [], base="v2")
+    data = bytearray((v2 / VECTORS_FILE).read_bytes())
+    data[1000:1004] = b"\x00\x00\x80\x7f"
+    (v2 / VECTORS_FILE).write_bytes(bytes(data))  # in place: v2's and v4's bytes
+    for version in ("v2", "v4"):
+        index.release(version)
+        with pytest.raises(IntegrityError, match=VECTORS_FILE):
+            index.search(QUERIES[0], K, 64, version=version)
+    index.search(QUERIES[0], K, 64, version="v3")  # its own copy
+
+
+def test_a_long_chain_of_versions_merges_its_vector_files(tmp_path, monkeypatch):
+    """At ``MAX_VECTOR_FILES`` files, the next version keeps its base's first file and
+    writes the rest, with its new rows, into one: answers stay exact at every step."""
+    import os
+
+    from imgsearch_pipeline.resources import vector_index
+
+    monkeypatch.setattr(vector_index, "MAX_VECTOR_FILES", 3)
+    index = FaissHnswIndex(root=str(tmp_path), m=16, ef_construction=100)
+    index.build("v0", DIM, [_rows(range(0, 1000))])
+    files = []
+    for step in range(1, 6):
+        rows = range(900 + 100 * step, 1000 + 100 * step)
+        index.build(f"v{step}", DIM, [_rows(rows)], base=f"v{step - 1}", removed=[IDS[step]])
+        folder = tmp_path / "versions" / f"v{step}"
+        files.append(len(list(folder.glob("vectors*.f32"))))
+        assert os.path.samefile(folder / VECTORS_FILE, tmp_path / "versions" / "v0" / VECTORS_FILE)
+        kept = (np.arange(N) < 1000 + 100 * step) & ~np.isin(IDS, IDS[1:step + 1])
+        assert index.count(f"v{step}") == int(kept.sum())
+        _answers_as_exact(index, f"v{step}", kept)
+    assert files == [2, 3, 2, 3, 2]
+
+
 def test_an_incremental_version_refuses_what_its_base_cannot_hold(tmp_path):
     index = _build(tmp_path, "sq8")
     with pytest.raises(ValueError, match="not in version v1"):
@@ -366,12 +442,19 @@ def test_stored_vectors_are_what_the_exact_timing_scans(tmp_path):
     index.build("v1", DIM, [IndexBatch(IDS[:1200], CORPUS[:1200], CAPTIONS[:1200])])
     removed = [IDS[i] for i in rows[::5]]
     index.build("v2", DIM, [], base="v1", removed=removed)
-    vectors, excluded = index.stored_vectors("v2")
-    assert vectors.shape == (1200, DIM) and not vectors.flags.writeable
+    index.build("v3", DIM, [IndexBatch(IDS[1200:], CORPUS[1200:], CAPTIONS[1200:])], base="v2")
+    blocks, excluded = index.stored_vectors("v2")
+    assert [len(b) for b in blocks] == [1200, 0]  # v1's file, then v2's (it added nothing)
+    assert not any(b.flags.writeable for b in blocks)
     assert sorted(excluded.tolist()) == list(rows[::5])
     kept = (np.arange(N) < 1200) & ~np.isin(IDS, removed)
     for query in QUERIES[:10]:
-        assert [IDS[i] for i in exact_search(vectors, query, K, excluded)] == _exact(query, kept)[0]
+        assert [IDS[i] for i in exact_search(blocks, query, K, excluded)] == _exact(query, kept)[0]
+    blocks, excluded = index.stored_vectors("v3")
+    assert [len(b) for b in blocks] == [1200, 0, 300]
+    kept = ~np.isin(IDS, removed)
+    for query in QUERIES[:10]:
+        assert [IDS[i] for i in exact_search(blocks, query, K, excluded)] == _exact(query, kept)[0]
     flat = _build(tmp_path / "flat", "flat")
     assert flat.stored_vectors("v1") is None  # nothing stored apart: the corpus is mapped
 

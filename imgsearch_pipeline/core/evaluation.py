@@ -22,11 +22,16 @@ class QueryResult:
     found: list[str]
 
 
-def exact_search(corpus: np.ndarray, vector: np.ndarray, k: int,
+def exact_search(corpus: np.ndarray | Sequence[np.ndarray], vector: np.ndarray, k: int,
                  excluded: np.ndarray | None = None) -> np.ndarray:
-    """Exact top-k positions for one query (the baseline a person would write), never one
-    of the ``excluded`` positions (rows a version still stores but no longer serves)."""
-    scores = similarities(vector.reshape(1, -1), corpus)
+    """Exact top-k positions for one query (the baseline a person would write) in a matrix
+    or in consecutive blocks of its rows, never one of the ``excluded`` positions (rows a
+    version still stores but no longer serves)."""
+    query = vector.reshape(1, -1)
+    if isinstance(corpus, np.ndarray):
+        scores = similarities(query, corpus)
+    else:
+        scores = np.concatenate([similarities(query, block) for block in corpus], axis=1)
     if excluded is not None and len(excluded):
         scores[0, excluded] = -np.inf
     indices, _ = top_k(scores, k)

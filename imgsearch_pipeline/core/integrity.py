@@ -8,8 +8,9 @@ crash never leaves a manifest that vouches for a half-written file. An index ver
 
 Errors name the file by its name inside the folder and say why, never a server path.
 
-Each pipeline step runs in a process of its own, and each used to hash the same bytes again
-(an index version is ~4 GB at 1M vectors, SHA-256 ~430 MB/s here: ~9 s a step). A local
+Many processes check the same files: each run, each ``dagster asset materialize`` of a
+step, the API. Each used to hash the same bytes again (an index version is ~4 GB at 1M
+vectors: seconds each time). A local
 folder verified in full therefore gets a marker (``.<manifest>.verified``) recording each
 file's size, mtime, ctime, inode and device as they were hashed; a later verification that
 finds all of them unchanged trusts the earlier hash (see ``verify_manifest``).

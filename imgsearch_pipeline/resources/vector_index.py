@@ -198,10 +198,11 @@ class VectorIndex(dg.ConfigurableResource, ABC):
     def release(self, version: str) -> None:
         """Free what this process holds in memory for ``version`` (nothing by default)."""
 
-    def stored_vectors(self, version: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """The float vectors ``version`` stores, as a read-only map, and the positions among
-        them it no longer serves (removed since its last full build); None when this process
-        cannot read them (the evaluation then maps the corpus from the embeddings)."""
+    def stored_vectors(self, version: str) -> tuple[list[np.ndarray], np.ndarray] | None:
+        """The float vectors ``version`` stores, as read-only maps of consecutive blocks of
+        rows, and the positions among them it no longer serves (removed since its last full
+        build); None when this process cannot read them (the evaluation then maps the corpus
+        from the embeddings)."""
         return None
 
     @abstractmethod
@@ -246,6 +247,10 @@ _LOADED_LOCK = threading.Lock()
 # coded forms re-rank on the float vectors (VECTORS_FILE), memory-mapped from disk.
 INDEX_CODES = ("flat", "sq8", "fp16")
 VECTORS_FILE = "vectors.f32"
+# An incremental version's float vectors are its base's files, hard-linked (never copied: 2.9
+# GB at 1M vectors took 13 s of disk writes here), then one file of its own new rows; at this
+# many files the next version writes the rows after the first file into one again.
+MAX_VECTOR_FILES = 8
 # Positions of documents removed since the version's last full build (int64): they stay in
 # the graph, which cannot delete, and every search keeps them out of its answers.
 EXCLUDED_FILE = "removed.i64"
@@ -272,6 +277,18 @@ def _new_faiss_index(codes: str, dim: int, m: int, ef_construction: int):
     return index
 
 
+def _link(source: Path, target: Path) -> None:
+    """``target`` as a second name of ``source``'s bytes (a version never changes a file
+    once written, and deleting one name leaves the other), or a copy where the file system
+    has no hard links."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        with atomic_path(target) as temporary:
+            shutil.copyfile(source, temporary)
+
+
 def _read_excluded(folder: Path) -> np.ndarray:
     path = folder / EXCLUDED_FILE
     if not path.is_file():
@@ -289,17 +306,46 @@ def _graph_size(path: Path) -> int:
     return int(np.frombuffer(head, dtype="<i8", count=1, offset=8)[0])
 
 
-def _open_vectors(path: Path, count: int, dim: int) -> np.ndarray:
-    """The float vectors of a version, memory-mapped read-only (pages come from disk)."""
-    expected = count * dim * 4
+def vector_file(position: int) -> str:
+    """The name of a version's ``position``-th float-vector file (rows in file order)."""
+    return VECTORS_FILE if position == 0 else f"vectors-{position}.f32"
+
+
+def _map_vectors(path: Path, dim: int) -> np.ndarray:
+    """One float-vector file, memory-mapped read-only (pages come from disk)."""
     size = path.stat().st_size
-    if size != expected:
-        raise IntegrityError(path.name, f"{size:,} bytes for {count:,} x {dim} float32 "
-                                        f"vectors ({expected:,} expected)")
-    if count == 0:
-        return np.zeros((0, dim), np.float32)
+    if size % (dim * 4):
+        raise IntegrityError(path.name, f"{size:,} bytes: not whole {dim}-d float32 vectors")
+    if size == 0:  # a version that only removed
+        empty = np.zeros((0, dim), np.float32)
+        empty.flags.writeable = False
+        return empty
     # A plain ndarray over the map: np.memmap's own indexing adds Python work to each search.
-    return np.asarray(np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim)))
+    return np.asarray(np.memmap(path, dtype=np.float32, mode="r", shape=(size // (dim * 4), dim)))
+
+
+class VersionVectors:
+    """A version's float vectors: blocks of rows in order, one per file (``vector_file``),
+    each memory-mapped; rows are read by position across them."""
+
+    def __init__(self, blocks: list[np.ndarray]):
+        self.blocks = blocks
+        self._starts = np.cumsum([0] + [len(block) for block in blocks])
+
+    @classmethod
+    def open(cls, folder: Path, files: int, count: int, dim: int) -> "VersionVectors":
+        blocks = [_map_vectors(folder / vector_file(i), dim) for i in range(files)]
+        if (held := sum(len(block) for block in blocks)) != count:
+            raise IntegrityError(VECTORS_FILE, f"{held:,} float vectors for {count:,} in the graph")
+        return cls(blocks)
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """The vectors at ``positions`` (ascending), in that order."""
+        if len(self.blocks) == 1:
+            return self.blocks[0][positions]
+        cuts = np.searchsorted(positions, self._starts)
+        return np.concatenate([block[positions[a:b] - start] for block, start, a, b in zip(
+            self.blocks, self._starts[:-1], cuts[:-1], cuts[1:], strict=True)])
 
 
 class _LoadedVersion:
@@ -307,17 +353,17 @@ class _LoadedVersion:
         import faiss
 
         # Checksums first: faiss must never parse bytes that are not the ones it wrote (each
-        # step's process loads the version: the first full check is remembered, integrity.py).
+        # process loads the version: the first full check is remembered, integrity.py).
         verify_manifest(folder, remember=True)
         self.index = faiss.read_index(str(folder / "index.faiss"))
         # Versions built before coded graphs have no vectors file: they search the graph only.
-        self.vectors: np.ndarray | None = None
+        params = json.loads((folder / "params.json").read_text())
+        self.vectors: VersionVectors | None = None
         if (folder / VECTORS_FILE).is_file():
-            self.vectors = _open_vectors(folder / VECTORS_FILE, int(self.index.ntotal),
-                                         int(self.index.d))
+            self.vectors = VersionVectors.open(folder, params.get("vector_files", 1),
+                                               int(self.index.ntotal), int(self.index.d))
         # The re-rank width the version was built (and so evaluated) with.
-        self.rerank_factor: int | None = json.loads(
-            (folder / "params.json").read_text()).get("rerank_factor")
+        self.rerank_factor: int | None = params.get("rerank_factor")
         docs = pq.read_table(folder / "docs.parquet")
         self.ids: list[str] = docs.column("uuid").to_pylist()
         self.captions: list[str | None] = docs.column("caption").to_pylist()
@@ -404,8 +450,10 @@ class FaissHnswIndex(VectorIndex):
     """Embedded HNSW index on disk: ``versions/<v>/`` folders and an atomic ``LIVE`` pointer.
 
     A version folder holds ``index.faiss``, ``docs.parquet``, ``params.json`` (build
-    settings), with coded graphs ``vectors.f32`` (the float vectors, row-major, for the exact
-    re-rank) and, once evaluated, ``search_depth.json`` (the efSearch its evaluation chose).
+    settings), with coded graphs ``vectors.f32`` and, in an incremental version,
+    ``vectors-1.f32`` ... (the float vectors, row-major, for the exact re-rank; see
+    ``_write_vectors``) and, once evaluated, ``search_depth.json`` (the efSearch its
+    evaluation chose).
     """
 
     root: str = "var/index"
@@ -467,29 +515,23 @@ class FaissHnswIndex(VectorIndex):
             if on_indexed:
                 on_indexed(len(vectors))
 
+        vector_files: list[str] = []
         if self.codes == "flat":
             for vectors in accepted():
                 add(vectors)
         else:
-            # The float vectors go to disk first (the re-rank reads them there; an
-            # incremental version copies its base's and appends); a new graph's code ranges
-            # are trained on a sample of them, then the new rows are added in chunks, so the
-            # build never holds all float vectors in RAM.
-            with atomic_path(folder / VECTORS_FILE) as temporary:
-                if base is not None:
-                    shutil.copyfile(self._folder(base) / VECTORS_FILE, temporary)
-                with open(temporary, "ab") as out:
-                    for vectors in accepted():
-                        out.write(vectors.tobytes())
-                total = len(docs["uuid"])
-                vectors = _open_vectors(Path(temporary), total, dim)
-                if not index.is_trained and total:
-                    step = max(1, total // _BUILD_CHUNK)
-                    index.train(np.ascontiguousarray(vectors[::step][:_BUILD_CHUNK]))
-                for start in range(held, total, _ADD_CHUNK):
-                    add(np.ascontiguousarray(vectors[start:start + _ADD_CHUNK]))
-                del vectors
-            files.append(VECTORS_FILE)
+            # The float vectors go to disk first (the re-rank reads them there); a new graph's
+            # code ranges are trained on a sample of them, then the new rows (the last file's
+            # last rows) are added in chunks, so the build never holds all of them in RAM.
+            vector_files = self._write_vectors(folder, base, accepted())
+            new = len(docs["uuid"]) - held
+            vectors = _map_vectors(folder / vector_files[-1], dim)
+            if not index.is_trained and len(vectors):
+                step = max(1, len(vectors) // _BUILD_CHUNK)
+                index.train(np.ascontiguousarray(vectors[::step][:_BUILD_CHUNK]))
+            for start in range(len(vectors) - new, len(vectors), _ADD_CHUNK):
+                add(np.ascontiguousarray(vectors[start:start + _ADD_CHUNK]))
+            del vectors
         with atomic_path(folder / "index.faiss") as temporary:
             faiss.write_index(index, str(temporary))
         self._write_keywords(folder, base, docs, held, removed)
@@ -502,15 +544,35 @@ class FaissHnswIndex(VectorIndex):
             files.append(EXCLUDED_FILE)
         count = len(docs["uuid"]) - len(excluded)
         write_text_atomic(json.dumps({**self.params(), "dim": dim, "count": count, "base": base,
-                                      "removed_held": len(excluded)}), folder / "params.json")
-        # The vectors file is checksummed chunk by chunk: an incremental version's copy of its
-        # base's (verified in _extendable) reuses the base's hashes of the chunks it copied.
-        chunked = {}
-        if VECTORS_FILE in files:
-            chunked[VECTORS_FILE] = (manifest_entries(self._folder(base)).get(VECTORS_FILE)
-                                     if base is not None else None)
-        write_manifest(folder, files, chunked=chunked)
+                                      "removed_held": len(excluded),
+                                      "vector_files": len(vector_files)}), folder / "params.json")
+        # Vector files are checksummed chunk by chunk: one that starts with its base's file of
+        # the same name (linked, or merged into; verified in _extendable) reuses its hashes.
+        known = manifest_entries(self._folder(base)) if base is not None else {}
+        write_manifest(folder, files + vector_files,
+                       chunked={name: known.get(name) for name in vector_files})
         return count
+
+    def _write_vectors(self, folder: Path, base: str | None, batches: Iterable[np.ndarray]
+                       ) -> list[str]:
+        """The version's float-vector files, in row order: its base's, hard-linked, then one
+        of the new rows; a base with ``MAX_VECTOR_FILES`` gives its first file only, the
+        rows of the others going first into the new one; a new graph's all in one file."""
+        names: list[str] = []
+        if base is not None:
+            params = json.loads((self._folder(base) / "params.json").read_text())
+            names = [vector_file(i) for i in range(params.get("vector_files", 1))]
+        linked = names if len(names) < MAX_VECTOR_FILES else names[:1]
+        for name in linked:
+            _link(self._folder(base) / name, folder / name)
+        own = vector_file(len(linked))
+        with atomic_path(folder / own) as temporary, open(temporary, "wb") as out:
+            for name in names[len(linked):]:
+                with open(self._folder(base) / name, "rb") as merged:
+                    shutil.copyfileobj(merged, out, 1 << 20)
+            for vectors in batches:
+                out.write(vectors.tobytes())
+        return [*linked, own]
 
     def _write_keywords(self, folder: Path, base: str | None, docs: dict[str, list], held: int,
                         removed: Collection[str]) -> None:
@@ -642,7 +704,7 @@ class FaissHnswIndex(VectorIndex):
         answers = []
         for query, row in zip(queries, candidates, strict=True):
             chosen = np.sort(row[row >= 0])  # in file order: fewer seeks
-            exact = similarities(query.reshape(1, -1), loaded.vectors[chosen])[0]
+            exact = similarities(query.reshape(1, -1), loaded.vectors.rows(chosen))[0]
             order = np.argsort(-exact, kind="stable")[:k]
             answers.append(loaded.ranking(chosen[order], exact[order].tolist()))
         return answers
@@ -686,9 +748,9 @@ class FaissHnswIndex(VectorIndex):
     def release(self, version: str) -> None:
         _LOADED.pop((os.path.abspath(self.root), version), None)
 
-    def stored_vectors(self, version: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def stored_vectors(self, version: str) -> tuple[list[np.ndarray], np.ndarray] | None:
         loaded = self._load(version)  # verified, and already loaded by the searches
-        return None if loaded.vectors is None else (loaded.vectors, loaded.excluded)
+        return None if loaded.vectors is None else (loaded.vectors.blocks, loaded.excluded)
 
     def versions(self) -> list[str]:
         folder = Path(self.root) / "versions"
