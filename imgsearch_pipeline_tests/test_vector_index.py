@@ -5,6 +5,7 @@ with the index's own code path."""
 
 import json
 import mmap
+import os
 from pathlib import Path
 
 import numpy as np
@@ -302,8 +303,6 @@ def test_an_incremental_version_shares_its_bases_vectors(tmp_path, monkeypatch):
     """An incremental version's float vectors are its base's files, hard-linked, plus a file
     of the new rows only: nothing is copied, the base can be deleted, and damage to a
     shared file is found by every version that holds it."""
-    import os
-
     index = FaissHnswIndex(root=str(tmp_path), m=16, ef_construction=100)
     index.build("v1", DIM, [_rows(range(0, 1200))])
     index.build("v2", DIM, [_rows(range(1200, 1500))], base="v1", removed=IDS[:10])
@@ -314,7 +313,10 @@ def test_an_incremental_version_shares_its_bases_vectors(tmp_path, monkeypatch):
     index.release("v2")  # as a new process would
     _answers_as_exact(index, "v2", ~np.isin(IDS, IDS[:10]))
     # Where the file system has no hard links, the base's files are copied.
-    monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError("no links")))
+    def no_links(*args, **kwargs):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
     index.build("v3", DIM, [], base="v2", removed=IDS[10:20])
     v3 = tmp_path / "versions" / "v3"
     assert not os.path.samefile(v2 / VECTORS_FILE, v3 / VECTORS_FILE)
@@ -333,9 +335,7 @@ def test_an_incremental_version_shares_its_bases_vectors(tmp_path, monkeypatch):
 
 def test_a_long_chain_of_versions_merges_its_vector_files(tmp_path, monkeypatch):
     """At ``MAX_VECTOR_FILES`` files, the next version keeps its base's first file and
-    writes the rest, with its new rows, into one: answers stay exact at every step."""
-    import os
-
+    writes the rest, with its new rows, into one; every version answers as `_answers_as_exact`."""
     from imgsearch_pipeline.resources import vector_index
 
     monkeypatch.setattr(vector_index, "MAX_VECTOR_FILES", 3)
