@@ -34,10 +34,10 @@ def make_definitions(settings: Settings) -> dg.Definitions:
         schedules=[make_reindex_schedule(settings)],
         sensors=[make_shard_sensor(settings), report_failures],
         resources={**resources_for(settings), "alerts": failure_alerts(settings)},
-        # Steps run one after another in the run's process. A process per step cost ~2.5 s
-        # of start-up each (a re-index with nothing new: 13.4 s, in one process 4.0 s); the
-        # one pair that could overlap (the index build and the ground truth) shares the same
-        # cores, and the report's timing never has a step beside it.
+        # Steps run one after another in the run's process. A process per step cost 2-3 s
+        # of start-up each (a re-index with nothing new on the demo: 13.4 s, in one process
+        # 4.0 s); the one pair that could overlap (the index build and the ground truth)
+        # shares the same cores, and the report's timing never has a step beside it.
         executor=dg.in_process_executor,
     )
 

@@ -286,7 +286,7 @@ def _rows(rows: range | list[int]) -> IndexBatch:
                       [SPLITS[i] for i in rows], [""] * len(rows))
 
 
-def _answers_as_exact(index: FaissHnswIndex, version: str, kept: np.ndarray) -> None:
+def _assert_answers(index: FaissHnswIndex, version: str, kept: np.ndarray) -> None:
     """Each hit is a kept document scored with its own vector (the re-rank read the right
     row), and the hits are numpy's exact top k over ``kept`` (HNSW: 99% of them)."""
     overlap = []
@@ -311,7 +311,7 @@ def test_an_incremental_version_shares_its_bases_vectors(tmp_path, monkeypatch):
     assert (v2 / "vectors-1.f32").read_bytes() == CORPUS[1200:].tobytes()
     index.delete_version("v1")
     index.release("v2")  # as a new process would
-    _answers_as_exact(index, "v2", ~np.isin(IDS, IDS[:10]))
+    _assert_answers(index, "v2", ~np.isin(IDS, IDS[:10]))
     # Where the file system has no hard links, the base's files are copied.
     def no_links(*args, **kwargs):
         raise OSError("hard links not supported")
@@ -320,7 +320,7 @@ def test_an_incremental_version_shares_its_bases_vectors(tmp_path, monkeypatch):
     index.build("v3", DIM, [], base="v2", removed=IDS[10:20])
     v3 = tmp_path / "versions" / "v3"
     assert not os.path.samefile(v2 / VECTORS_FILE, v3 / VECTORS_FILE)
-    _answers_as_exact(index, "v3", ~np.isin(IDS, IDS[:20]))
+    _assert_answers(index, "v3", ~np.isin(IDS, IDS[:20]))
     monkeypatch.undo()
     index.build("v4", DIM, [], base="v2")
     data = bytearray((v2 / VECTORS_FILE).read_bytes())
@@ -335,7 +335,7 @@ def test_an_incremental_version_shares_its_bases_vectors(tmp_path, monkeypatch):
 
 def test_a_long_chain_of_versions_merges_its_vector_files(tmp_path, monkeypatch):
     """At ``MAX_VECTOR_FILES`` files, the next version keeps its base's first file and
-    writes the rest, with its new rows, into one; every version answers as `_answers_as_exact`."""
+    writes the rest, with its new rows, into one; every version's answers pass `_assert_answers`."""
     from imgsearch_pipeline.resources import vector_index
 
     monkeypatch.setattr(vector_index, "MAX_VECTOR_FILES", 3)
@@ -350,7 +350,7 @@ def test_a_long_chain_of_versions_merges_its_vector_files(tmp_path, monkeypatch)
         assert os.path.samefile(folder / VECTORS_FILE, tmp_path / "versions" / "v0" / VECTORS_FILE)
         kept = (np.arange(N) < 1000 + 100 * step) & ~np.isin(IDS, IDS[1:step + 1])
         assert index.count(f"v{step}") == int(kept.sum())
-        _answers_as_exact(index, f"v{step}", kept)
+        _assert_answers(index, f"v{step}", kept)
     assert files == [2, 3, 2, 3, 2]
 
 

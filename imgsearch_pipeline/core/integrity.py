@@ -66,10 +66,11 @@ def _entry(location: Location) -> dict:
     return {"sha256": file_sha256(location), "bytes": file_size(location)}
 
 
-# A file that grows by appending (an incremental index version's vectors: its base's bytes,
-# then the new rows) is checksummed in chunks of this size, each recorded, so that the next
-# version copying it reuses the hashes of the whole chunks it copied (2.9 GB at 1M vectors:
-# ~7 s of SHA-256 here) and hashes only what it added.
+# A file that later versions share or extend (an index version's float vectors: hard-linked
+# by the next, or merged into a longer file that starts with its bytes) is checksummed in
+# chunks of this size, each recorded, so that a version starting with it reuses the hashes of
+# its whole chunks (3.1 GB: 2.3 s of SHA-256 from the page cache here, measured) and
+# hashes only what it added.
 CHUNK_BYTES = 64 << 20
 
 

@@ -247,7 +247,7 @@ _LOADED_LOCK = threading.Lock()
 # coded forms re-rank on the float vectors (VECTORS_FILE), memory-mapped from disk.
 INDEX_CODES = ("flat", "sq8", "fp16")
 VECTORS_FILE = "vectors.f32"
-# An incremental version's float vectors are its base's files, hard-linked (never copied: 2.9
+# An incremental version's float vectors are its base's files, hard-linked (not copied: 2.9
 # GB at 1M vectors took 13 s of disk writes here), then one file of its own new rows; at this
 # many files the next version writes the rows after the first file into one again.
 MAX_VECTOR_FILES = 8
@@ -306,9 +306,15 @@ def _graph_size(path: Path) -> int:
     return int(np.frombuffer(head, dtype="<i8", count=1, offset=8)[0])
 
 
-def vector_file(position: int) -> str:
+def _vector_file(position: int) -> str:
     """The name of a version's ``position``-th float-vector file (rows in file order)."""
     return VECTORS_FILE if position == 0 else f"vectors-{position}.f32"
+
+
+def _vector_files(params: dict) -> list[str]:
+    """The float-vector files a version's ``params.json`` says it has, in row order (one in
+    versions built before they were shared)."""
+    return [_vector_file(i) for i in range(params.get("vector_files", 1))]
 
 
 def _map_vectors(path: Path, dim: int) -> np.ndarray:
@@ -325,7 +331,7 @@ def _map_vectors(path: Path, dim: int) -> np.ndarray:
 
 
 class VersionVectors:
-    """A version's float vectors: blocks of rows in order, one per file (``vector_file``),
+    """A version's float vectors: blocks of rows in order, one per file (``_vector_files``),
     each memory-mapped; rows are read by position across them."""
 
     def __init__(self, blocks: list[np.ndarray]):
@@ -333,8 +339,8 @@ class VersionVectors:
         self._starts = np.cumsum([0] + [len(block) for block in blocks])
 
     @classmethod
-    def open(cls, folder: Path, files: int, count: int, dim: int) -> "VersionVectors":
-        blocks = [_map_vectors(folder / vector_file(i), dim) for i in range(files)]
+    def open(cls, folder: Path, names: list[str], count: int, dim: int) -> "VersionVectors":
+        blocks = [_map_vectors(folder / name, dim) for name in names]
         if (held := sum(len(block) for block in blocks)) != count:
             raise IntegrityError(VECTORS_FILE, f"{held:,} float vectors for {count:,} in the graph")
         return cls(blocks)
@@ -360,7 +366,7 @@ class _LoadedVersion:
         params = json.loads((folder / "params.json").read_text())
         self.vectors: VersionVectors | None = None
         if (folder / VECTORS_FILE).is_file():
-            self.vectors = VersionVectors.open(folder, params.get("vector_files", 1),
+            self.vectors = VersionVectors.open(folder, _vector_files(params),
                                                int(self.index.ntotal), int(self.index.d))
         # The re-rank width the version was built (and so evaluated) with.
         self.rerank_factor: int | None = params.get("rerank_factor")
@@ -560,12 +566,11 @@ class FaissHnswIndex(VectorIndex):
         rows of the others going first into the new one; a new graph's all in one file."""
         names: list[str] = []
         if base is not None:
-            params = json.loads((self._folder(base) / "params.json").read_text())
-            names = [vector_file(i) for i in range(params.get("vector_files", 1))]
+            names = _vector_files(json.loads((self._folder(base) / "params.json").read_text()))
         linked = names if len(names) < MAX_VECTOR_FILES else names[:1]
         for name in linked:
             _link(self._folder(base) / name, folder / name)
-        own = vector_file(len(linked))
+        own = _vector_file(len(linked))
         with atomic_path(folder / own) as temporary, open(temporary, "wb") as out:
             for name in names[len(linked):]:
                 with open(self._folder(base) / name, "rb") as merged:
